@@ -1,0 +1,1 @@
+"""The MLflow app plugin: MLflow's basic-auth app with API-key authentication in front."""

@@ -1,0 +1,52 @@
+"""``create_app``: the ``mlflow.app`` entry point ``hokusai`` (``mlflow server --app-name hokusai``).
+
+It builds MLflow's own basic-auth app, so MLflow's per-resource permissions guard every route,
+and puts two things of ours around it: the API-key ASGI layer (middleware.py) and a short cache
+in front of MLflow's auth store (auth_store.py). MLflow's Basic password check is replaced by our
+``authorization_function``, whatever the auth config file says.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from hokusai_registry.server import authn
+from hokusai_registry.server.auth_store import CachedAuthStore
+from hokusai_registry.server.authn import Authenticator
+from hokusai_registry.server.external import ExternalKeyService
+from hokusai_registry.server.keys import KeyStore
+from hokusai_registry.server.middleware import ApiKeyMiddleware
+from hokusai_registry.settings import ConfigError, Settings
+
+AUTHORIZATION_FUNCTION = "hokusai_registry.server.authn:authorization_function"
+
+
+def create_app(app: Any = None) -> ApiKeyMiddleware:
+    # Deny any route MLflow has no authorization rule for, instead of letting it through.
+    os.environ.setdefault("MLFLOW_BASIC_AUTH_FAIL_CLOSED", "true")
+
+    from fastapi import FastAPI
+    from mlflow.server import app as mlflow_flask_app
+    from mlflow.server import auth as mlflow_auth
+
+    settings = Settings()
+    mlflow_auth.auth_config = mlflow_auth.auth_config._replace(authorization_function=AUTHORIZATION_FUNCTION)
+    mlflow_auth.store = CachedAuthStore(mlflow_auth.store, settings.cache_ttl_seconds)
+
+    external = None
+    if settings.auth_url:
+        external = ExternalKeyService(
+            settings.auth_url,
+            settings.auth_service_id,
+            settings.auth_cache_ttl_seconds,
+            settings.auth_timeout_seconds,
+        )
+    keys = KeyStore(mlflow_auth.auth_config.database_uri, settings.hash_secret())
+    authenticator = Authenticator(keys, settings.hash_secret(), settings.cache_ttl_seconds, external)
+    authn.install(authenticator)
+
+    asgi_app = mlflow_auth.create_app(app or mlflow_flask_app)
+    if not isinstance(asgi_app, FastAPI):
+        raise ConfigError("hokusai-registry runs under uvicorn, mlflow server's default; drop --gunicorn-opts")
+    return ApiKeyMiddleware(asgi_app, authenticator)

@@ -1,0 +1,106 @@
+"""`up`: prepare the data dir, the auth database and the first key, then become ``mlflow server``.
+
+The preparation runs once, before any worker exists, so workers never race on migrations or on
+creating the admin user. Then the process execs ``mlflow server --app-name hokusai``: SIGINT and
+SIGTERM go straight to MLflow's server process, which stops uvicorn and its workers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from hokusai_registry.server.keys import KeyStore, NewKey
+from hokusai_registry.settings import SERVED_ARTIFACT_ROOT, Settings
+
+AUTH_INI = """\
+[mlflow]
+default_permission = {default_permission}
+database_uri = {database_uri}
+admin_username = {admin_username}
+# Enforced in code as well (server/app.py); the admin password comes from the environment.
+authorization_function = hokusai_registry.server.authn:authorization_function
+"""
+
+
+@dataclass(frozen=True)
+class Launch:
+    command: list[str]
+    env: dict[str, str]
+    first_key: NewKey | None
+
+
+def mlflow_command(settings: Settings) -> list[str]:
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--app-name", "hokusai",
+        "--backend-store-uri", settings.tracking_uri,
+        "--serve-artifacts",
+        "--artifacts-destination", settings.artifacts_uri,
+        "--default-artifact-root", SERVED_ARTIFACT_ROOT,
+        "--host", settings.host,
+        "--port", str(settings.port),
+        "--workers", str(settings.workers),
+    ]  # fmt: skip
+    if settings.allowed_hosts:
+        command += ["--allowed-hosts", settings.allowed_hosts]
+    return command
+
+
+def prepare(settings: Settings) -> Launch:
+    """Create secrets, the auth config, the admin user and (on first start) an admin key."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings = settings.with_data_dir_secrets(create=True)
+    assert settings.admin_password is not None and settings.flask_secret_key is not None
+    if not settings.artifacts_destination:
+        Path(settings.artifacts_uri).mkdir(parents=True, exist_ok=True)
+
+    auth_ini = settings.data_dir.resolve() / "auth.ini"
+    auth_ini.write_text(
+        AUTH_INI.format(
+            default_permission=settings.default_permission,
+            database_uri=settings.auth_database_uri.replace("%", "%%"),
+            admin_username=settings.admin_username,
+        )
+    )
+
+    keys = KeyStore(settings.auth_database_uri, settings.hash_secret())
+    if not keys.users.has_user(settings.admin_username):
+        keys.users.create_user(
+            settings.admin_username, settings.admin_password.get_secret_value(), is_admin=True
+        )
+    first_key = keys.create(settings.admin_username, scope="admin") if keys.count() == 0 else None
+
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": settings.flask_secret_key.get_secret_value(),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": settings.admin_password.get_secret_value(),
+        # We created the admin user above, as `mlflow server --app-name basic-auth` does itself.
+        "_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED": "true",
+    }
+    return Launch(command=mlflow_command(settings), env=env, first_key=first_key)
+
+
+def connection_help(settings: Settings, first_key: NewKey | None) -> str:
+    lines = [f"hokusai-registry: serving {settings.public_url} (data in {settings.data_dir.resolve()})"]
+    if first_key is not None:
+        lines += [
+            f"First admin key {first_key.record.id} (shown once; only its hash is stored):",
+            "",
+            f"  export MLFLOW_TRACKING_URI={settings.public_url}",
+            f"  export MLFLOW_TRACKING_TOKEN={first_key.key}",
+            "",
+        ]
+    else:
+        lines.append("Create a key for a client with: hokusai-registry keys create --user NAME")
+    return "\n".join(lines)
+
+
+def exec_server(launch: Launch) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(launch.command[0], launch.command, launch.env)

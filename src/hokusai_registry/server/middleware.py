@@ -1,0 +1,84 @@
+"""The ASGI layer in front of MLflow: every non-public request needs a valid key, and is audited.
+
+It wraps the whole FastAPI app, so it guards MLflow's Flask routes and its native FastAPI routes
+(artifact streaming, gateway, OTel, jobs) alike, whatever MLflow's own route tables say. The
+principal it finds is handed to MLflow's auth app through ``context.current_principal``; MLflow
+then decides per-resource permissions.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio.to_thread
+
+from hokusai_registry.server import audit, policy
+from hokusai_registry.server.authn import Authenticator, Refusal, check_scope, extract_key
+from hokusai_registry.server.context import Principal, current_principal
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class ApiKeyMiddleware:
+    def __init__(self, app: Any, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        audit.configure()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket") or policy.is_public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method, path = scope.get("method", "GET"), scope["path"]
+        principal: Principal | None = None
+        status = 500
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            try:
+                principal = await self._authenticate(scope, method, path)
+            except Refusal as refusal:
+                status = refusal.status
+                await _refuse(scope, send, refusal)
+                return
+            token = current_principal.set(principal)
+            try:
+                await self.app(scope, receive, send_and_note_status)
+            finally:
+                current_principal.reset(token)
+        finally:
+            if audit.should_record(policy.is_write(method, path), status):
+                audit.record(
+                    key_id=principal.key_id if principal else None,
+                    user=principal.username if principal else None,
+                    method=method,
+                    path=path,
+                    status=status,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                )
+
+    async def _authenticate(self, scope: Scope, method: str, path: str) -> Principal:
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        key = extract_key(headers)
+        principal = self.authenticator.from_cache(key)
+        if principal is None:  # a database or key-service round trip: keep it off the event loop
+            principal = await anyio.to_thread.run_sync(self.authenticator.resolve, key)
+        check_scope(principal, method, path)
+        return principal
+
+
+async def _refuse(scope: Scope, send: Any, refusal: Refusal) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    headers = [(name.lower().encode(), value.encode()) for name, value in refusal.response_headers().items()]
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": refusal.body()})

@@ -1,0 +1,46 @@
+"""Which requests need no key, and which requests change data.
+
+Both lists are explicit and fail closed: a path not on the public list needs a key, and a request
+not known to be read-only counts as a write (so a ``read`` key is refused).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Liveness for load balancers, the UI's static files, and MLflow's capability discovery (it holds
+# no tenant data and `verify` reads it before it has proved a key works).
+PUBLIC_PATHS = frozenset({"/health", "/favicon.ico"})
+PUBLIC_PREFIXES = ("/static-files/",)
+_SERVER_INFO = re.compile(r"/(?:ajax-)?api/\d+\.\d+/mlflow/server-info")
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# MLflow endpoints that use POST but only read.
+_READ_ONLY_POSTS = (
+    "/mlflow/experiments/search",
+    "/mlflow/experiments/search-datasets",
+    "/mlflow/runs/search",
+    "/mlflow/logged-models/search",
+    "/mlflow/registered-models/get-latest-versions",
+    "/mlflow/artifacts/presigned-download-url",
+    "/mlflow/datasets/search",
+    "/mlflow/issues/search",
+    "/mlflow/prompt-optimization/jobs/search",
+    "/mlflow/traces/search",
+    "/mlflow/traces/batchGetInfos",
+    "/mlflow/traces/calculate-filter-correlation",
+)
+_READ_ONLY_POST = re.compile(
+    r"/(?:ajax-)?api/\d+\.\d+(?:" + "|".join(re.escape(p) for p in _READ_ONLY_POSTS) + r")"
+)
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or bool(_SERVER_INFO.fullmatch(path))
+
+
+def is_write(method: str, path: str) -> bool:
+    if method in READ_METHODS:
+        return False
+    return not (method == "POST" and _READ_ONLY_POST.fullmatch(path))
