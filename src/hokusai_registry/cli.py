@@ -82,10 +82,14 @@ def up(
 
 
 def open_key_store(data_dir: Path | None, db_uri: str | None) -> Any:
+    """The key store the server with this data dir uses (or the database named by --db-uri)."""
     from hokusai_registry.server.keys import KeyStore
+    from hokusai_registry.server.launch import recorded_auth_db_uri
 
     try:
         settings = load_settings(data_dir=data_dir, auth_db_uri=db_uri).with_data_dir_secrets(create=False)
+        if not settings.auth_db_uri:
+            settings.auth_db_uri = recorded_auth_db_uri(settings.data_dir)
         return KeyStore(settings.auth_database_uri, settings.hash_secret())
     except ConfigError as exc:
         raise fail(str(exc)) from None

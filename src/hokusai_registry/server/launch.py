@@ -7,6 +7,7 @@ SIGTERM go straight to MLflow's server process, which stops uvicorn and its work
 
 from __future__ import annotations
 
+import configparser
 import os
 import sys
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from hokusai_registry.server.keys import KeyStore, NewKey
 from hokusai_registry.settings import SERVED_ARTIFACT_ROOT, Settings
 
+AUTH_INI_NAME = "auth.ini"
 AUTH_INI = """\
 [mlflow]
 default_permission = {default_permission}
@@ -30,6 +32,13 @@ class Launch:
     command: list[str]
     env: dict[str, str]
     first_key: NewKey | None
+
+
+def recorded_auth_db_uri(data_dir: Path) -> str | None:
+    """The auth database a previous `up` with this data dir used, so `keys` finds the same one."""
+    config = configparser.ConfigParser()
+    config.read(data_dir / AUTH_INI_NAME)
+    return config.get("mlflow", "database_uri", fallback=None)
 
 
 def mlflow_command(settings: Settings) -> list[str]:
@@ -57,14 +66,16 @@ def prepare(settings: Settings) -> Launch:
     if not settings.artifacts_destination:
         Path(settings.artifacts_uri).mkdir(parents=True, exist_ok=True)
 
-    auth_ini = settings.data_dir.resolve() / "auth.ini"
-    auth_ini.write_text(
-        AUTH_INI.format(
-            default_permission=settings.default_permission,
-            database_uri=settings.auth_database_uri.replace("%", "%%"),
-            admin_username=settings.admin_username,
+    auth_ini = settings.data_dir.resolve() / AUTH_INI_NAME
+    fd = os.open(auth_ini, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the URI may hold a password
+    with os.fdopen(fd, "w") as file:
+        file.write(
+            AUTH_INI.format(
+                default_permission=settings.default_permission,
+                database_uri=settings.auth_database_uri.replace("%", "%%"),
+                admin_username=settings.admin_username,
+            )
         )
-    )
 
     keys = KeyStore(settings.auth_database_uri, settings.hash_secret())
     if not keys.users.has_user(settings.admin_username):

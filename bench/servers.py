@@ -1,0 +1,208 @@
+"""Start and stop the servers the benchmarks compare, each with the credentials to call it.
+
+Kinds: ``stock`` (plain ``mlflow server``), ``basic`` (MLflow's basic-auth app, Basic admin:password)
+and ``ours`` (``hokusai-registry up``; the primary credential is a ``write`` key of the user ``bench``,
+which owns the fixtures, and the first admin key is kept as an extra).
+Every server: 127.0.0.1, a free port, one uvicorn worker, SQLite, artifacts served by the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+KINDS = ("stock", "basic", "ours")
+MODEL = "bench-model"
+EXPERIMENT = "bench"
+BASIC_INI = """\
+[mlflow]
+default_permission = READ
+database_uri = sqlite:///{dir}/auth.db
+admin_username = admin
+"""
+
+
+@dataclass
+class Server:
+    kind: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    headers: dict[str, str]  # the primary credential (empty for stock)
+    extra: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> other credentials
+    env: dict[str, str] = field(default_factory=dict)  # how the mlflow client authenticates
+    experiment_id: str = ""
+    run_id: str = ""
+
+    def worker_pids(self) -> list[int]:
+        """The uvicorn process(es) under the server: the processes that serve requests."""
+        pids = descendants(self.proc.pid)
+        return [pid for pid in pids if b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()] or pids
+
+    def api(self, method: str, path: str, **kwargs: object) -> dict[str, object]:
+        response = httpx.request(method, self.url + path, headers=self.headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+        response.raise_for_status()
+        result: dict[str, object] = response.json()
+        return result
+
+
+def descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            for child in (task / "children").read_text().split():
+                found += [int(child), *descendants(int(child))]
+    return found
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"{url}/health not 200 after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def _admin_key(log: Path, proc: subprocess.Popen[bytes]) -> str:
+    for _ in range(300):
+        for line in log.read_text().splitlines():
+            if line.strip().startswith("export MLFLOW_TRACKING_TOKEN="):
+                return line.split("=", 1)[1].strip()
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"no admin key printed:\n{log.read_text()[-3000:]}")
+
+
+def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group this harness created for the server, then SIGKILL if needed."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(wait)
+            return
+
+
+@dataclass
+class _Pending:
+    kind: str
+    data: Path
+    url: str
+    proc: subprocess.Popen[bytes]
+    password: str = ""
+
+
+def _launch(kind: str, root: Path) -> _Pending:
+    data = root / kind
+    data.mkdir(parents=True)
+    port = free_port()
+    env = {**os.environ}
+    log = data / "server.log"
+    stock_args = [
+        "--backend-store-uri", f"sqlite:///{data}/mlflow.db", "--artifacts-destination", f"{data}/artifacts",
+        "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    password = ""
+    if kind == "stock":
+        command = [str(BIN / "mlflow"), "server", *stock_args]
+    elif kind == "basic":
+        password = secrets.token_urlsafe(24) + "Aa1!"
+        (data / "auth.ini").write_text(BASIC_INI.format(dir=data))
+        env |= {
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+            "MLFLOW_AUTH_CONFIG_PATH": str(data / "auth.ini"),
+        }
+        command = [str(BIN / "mlflow"), "server", *stock_args, "--app-name", "basic-auth"]
+    elif kind == "ours":
+        command = [str(BIN / "hokusai-registry"), "up", "--data-dir", str(data), "--port", str(port)]
+        command += ["--workers", "1"]
+    else:
+        raise ValueError(f"unknown server kind {kind!r}; one of {KINDS}")
+    return _Pending(kind, data, f"http://127.0.0.1:{port}", _spawn(command, env, log), password)
+
+
+def _ready(p: _Pending) -> Server:
+    """Wait for /health, make the credentials and the fixtures (a model, an experiment, a run)."""
+    log = p.data / "server.log"
+    _wait_healthy(p.url, p.proc, log)
+    server = Server(p.kind, p.url, p.proc, headers={})
+    if p.kind == "basic":
+        server.headers = basic("admin", p.password)
+        server.env = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": p.password}
+    elif p.kind == "ours":
+        admin = _admin_key(log, p.proc)
+        create = [str(BIN / "hokusai-registry"), "keys", "create", "--user", "bench", "--scope", "write"]
+        key = subprocess.run(
+            [*create, "--data-dir", str(p.data)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        server.headers = bearer(key)
+        server.extra = {"admin key": bearer(admin)}
+        server.env = {"MLFLOW_TRACKING_TOKEN": key}
+    server.api("POST", "/api/2.0/mlflow/registered-models/create", json={"name": MODEL})
+    created = server.api("POST", "/api/2.0/mlflow/experiments/create", json={"name": EXPERIMENT})
+    server.experiment_id = str(created["experiment_id"])
+    run = server.api("POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": server.experiment_id})
+    server.run_id = str(run["run"]["info"]["run_id"])  # type: ignore[index]
+    return server
+
+
+@contextlib.contextmanager
+def all_running(root: Path, kinds: tuple[str, ...] = KINDS) -> Iterator[list[Server]]:
+    """Healthy servers of the given kinds (started in parallel), data under root/<kind>; stops them."""
+    pending: list[_Pending] = []
+    try:
+        for kind in kinds:
+            pending.append(_launch(kind, root))
+        yield [_ready(p) for p in pending]
+    finally:
+        for p in pending:
+            _stop(p.proc)
