@@ -1,0 +1,389 @@
+"""Benchmarks: stock MLflow vs MLflow basic-auth vs hokusai-registry, measured interleaved in one run.
+
+Run by hand from the repository root (each command starts the servers, prints a Markdown table):
+
+    .venv/bin/python bench/run.py requests [--rounds 3] [--seconds 8]   # wrk on registered-models/get
+    .venv/bin/python bench/run.py artifacts [--rounds 2] [--mib 256]    # PUT/GET through the server
+    .venv/bin/python bench/run.py registration [--runs 20]              # mlflow client log + register
+    .venv/bin/python bench/run.py profile [--seconds 10]                # py-spy on our worker under wrk
+
+Needs wrk (apt-get install wrk) and, for `profile`, py-spy in the venv (pip install py-spy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from servers import BIN, MODEL, Server, all_running, rss_kib
+
+READ_PATH = f"/api/2.0/mlflow/registered-models/get?name={MODEL}"
+Target = tuple[str, Server, dict[str, str]]  # label, server, request headers
+
+
+def targets(servers: list[Server]) -> list[Target]:
+    labels = {"stock": "stock", "basic": "basic-auth (admin)", "ours": "ours (write key)"}
+    found: list[Target] = []
+    for server in servers:
+        found.append((labels[server.kind], server, server.headers))
+        found += [(f"ours ({label})", server, headers) for label, headers in server.extra.items()]
+    return found
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+# --- requests: wrk ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS_MS[unit]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    if bad := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        raise RuntimeError(f"wrk got {bad.group(1)} error responses:\n{output}")
+    if re.search(r"Socket errors:.*timeout [1-9]", output):
+        raise RuntimeError(f"wrk timed out:\n{output}")
+    percentile = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.M))
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if rps is None or len(percentile) != 2:
+        raise RuntimeError(f"cannot parse wrk output:\n{output}")
+    return WrkResult(float(rps.group(1)), _ms(percentile["50"]), _ms(percentile["99"]))
+
+
+def wrk_command(url: str, headers: dict[str, str], connections: int, seconds: float) -> list[str]:
+    command = ["wrk", "--latency", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    return [*command, url]
+
+
+def wrk(url: str, headers: dict[str, str], connections: int, seconds: float) -> WrkResult:
+    command = wrk_command(url, headers, connections, seconds)
+    return parse_wrk(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+def bench_requests(servers: list[Server], rounds: int, seconds: float) -> str:
+    found = targets(servers)
+    for _label, server, headers in found:  # warm-up
+        wrk(server.url + READ_PATH, headers, 16, 3)
+    results: dict[tuple[str, int], list[WrkResult]] = {}
+    for round_ in range(rounds):
+        for connections in (1, 16):
+            for label, server, headers in found:
+                result = wrk(server.url + READ_PATH, headers, connections, seconds)
+                results.setdefault((label, connections), []).append(result)
+                print(f"round {round_ + 1} c={connections} {label}: {result}", file=sys.stderr)
+
+    def med(label: str, connections: int, metric: str) -> float:
+        return median([getattr(r, metric) for r in results[(label, connections)]])
+
+    rows = []
+    for label, _server, _headers in found:
+        p50_1, rps_16 = med(label, 1, "p50_ms"), med(label, 16, "rps")
+        rows.append(
+            [
+                label,
+                f"{p50_1:.2f}",
+                f"{med(label, 1, 'p99_ms'):.2f}",
+                f"{med(label, 1, 'rps'):.0f}",
+                f"{rps_16:.0f}",
+                f"{med(label, 16, 'p50_ms'):.2f}",
+                f"{med(label, 16, 'p99_ms'):.2f}",
+                f"{p50_1 - med('stock', 1, 'p50_ms'):+.2f}",
+                f"{rps_16 / med('stock', 16, 'rps'):.0%}",
+            ]
+        )
+    header = ["server", "c1 p50 ms", "c1 p99 ms", "c1 req/s", "c16 req/s", "c16 p50 ms", "c16 p99 ms"]
+    return table([*header, "c1 p50 vs stock (ms)", "c16 req/s vs stock"], rows)
+
+
+# --- artifacts -------------------------------------------------------------------------------
+
+
+@contextmanager
+def peak_rss(pids: list[int]) -> Iterator[Callable[[], float]]:
+    """Samples the RSS of pids every 10 ms; yields a function giving the peak growth in MiB."""
+    before = rss_kib(pids)
+    peak = before
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.01):
+            peak = max(peak, rss_kib(pids))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield lambda: (peak - before) / 1024
+    finally:
+        done.set()
+        thread.join()
+        peak = max(peak, rss_kib(pids))
+
+
+def make_blob(path: Path, mib: int) -> None:
+    with path.open("wb") as file:
+        for _ in range(mib):
+            file.write(os.urandom(1 << 20))
+
+
+def transfer(server: Server, blob: Path, name: str) -> tuple[float, float, float, float]:
+    """Upload then download blob; (upload MB/s, download MB/s, upload RSS MiB, download RSS MiB)."""
+    url = f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{server.experiment_id}/{server.run_id}/{name}"
+    size = blob.stat().st_size
+    pids = server.worker_pids()
+    with httpx.Client(headers=server.headers, timeout=600) as client:
+        with blob.open("rb") as file, peak_rss(pids) as up_rss:
+            started = time.perf_counter()
+            client.put(url, content=file).raise_for_status()
+            up = size / (time.perf_counter() - started) / 1e6
+        with peak_rss(pids) as down_rss:
+            started = time.perf_counter()
+            received = 0
+            with client.stream("GET", url) as response:
+                response.raise_for_status()
+                for chunk in response.iter_raw(1 << 20):
+                    received += len(chunk)
+            down = size / (time.perf_counter() - started) / 1e6
+        if received != size:
+            raise RuntimeError(f"{server.kind}: downloaded {received} bytes of {size}")
+    return up, down, up_rss(), down_rss()
+
+
+def bench_artifacts(servers: list[Server], root: Path, rounds: int, mib: int) -> str:
+    blob, small = root / "blob.bin", root / "small.bin"
+    make_blob(blob, mib)
+    make_blob(small, 1)
+    for server in servers:
+        transfer(server, small, "warm-up.bin")
+    results: dict[str, list[tuple[float, float, float, float]]] = {}
+    for round_ in range(rounds):
+        for server in servers:
+            result = transfer(server, blob, f"blob-{round_}.bin")
+            results.setdefault(server.kind, []).append(result)
+            print(f"round {round_ + 1} {server.kind}: {result}", file=sys.stderr)
+
+    def med(kind: str, i: int) -> float:
+        return median([r[i] for r in results[kind]])
+
+    rows = [
+        [
+            server.kind,
+            f"{med(server.kind, 0):.0f}",
+            f"{med(server.kind, 1):.0f}",
+            f"{med(server.kind, 0) / med('stock', 0):.0%}",
+            f"{med(server.kind, 1) / med('stock', 1):.0%}",
+            f"{max(r[2] for r in results[server.kind]):.1f}",
+            f"{max(r[3] for r in results[server.kind]):.1f}",
+        ]
+        for server in servers
+    ]
+    header = ["server", "upload MB/s", "download MB/s", "upload vs stock", "download vs stock"]
+    return table([*header, "upload RSS growth MiB (max)", "download RSS growth MiB (max)"], rows)
+
+
+# --- registration ----------------------------------------------------------------------------
+
+CLIENT_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def bench_registration(servers: list[Server], runs: int, warmup: int = 2) -> str:
+    import mlflow
+    import numpy as np
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    x = np.arange(20, dtype=float).reshape(10, 2)
+    y = x @ np.array([1.0, 2.0]) + 3
+    model = LinearRegression().fit(x, y)
+    signature = infer_signature(x, model.predict(x))
+
+    def log_and_register(server: Server) -> float:
+        for name in CLIENT_ENV:
+            os.environ.pop(name, None)
+        os.environ.update(server.env)
+        mlflow.set_tracking_uri(server.url)
+        started = time.perf_counter()
+        with mlflow.start_run(experiment_id=server.experiment_id):
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=signature,
+                registered_model_name="bench-registration",
+                pip_requirements=["scikit-learn"],  # skip client-side inference: same on every server
+            )
+        return (time.perf_counter() - started) * 1000
+
+    times: dict[str, list[float]] = {}
+    for i in range(warmup + runs):
+        for server in servers:
+            elapsed = log_and_register(server)
+            if i >= warmup:
+                times.setdefault(server.kind, []).append(elapsed)
+    stock = median(times["stock"])
+    rows = [
+        [
+            kind,
+            f"{median(values):.0f}",
+            f"{max(values):.0f}",
+            f"{median(values) - stock:+.0f}",
+            f"{median(values) / stock:.2f}x",
+        ]
+        for kind, values in times.items()
+    ]
+    return table(["server", "p50 ms", "max ms", "p50 vs stock (ms)", "p50 ratio"], rows)
+
+
+# --- profile ---------------------------------------------------------------------------------
+
+GROUPS = {
+    "our code (hokusai_registry/)": ("hokusai_registry/",),
+    "  our ASGI middleware (middleware.py)": ("hokusai_registry/server/middleware.py",),
+    "MLflow auth app (mlflow/server/auth/)": ("mlflow/server/auth/",),
+    "  MLflow auth store (auth/sqlalchemy_store.py)": ("mlflow/server/auth/sqlalchemy_store.py",),
+    "MLflow handlers (mlflow/server/handlers.py)": ("mlflow/server/handlers.py",),
+    "MLflow tracking/registry SQL stores (mlflow/store/)": ("mlflow/store/",),
+    "SQLAlchemy (all callers)": ("sqlalchemy/",),
+    "Flask + Werkzeug": ("flask/", "werkzeug/"),
+    "ASGI: uvicorn + starlette + WSGI bridge": ("uvicorn/", "starlette/", "a2wsgi/", "fastapi/"),
+}
+
+
+def frame_file(frame: str) -> str:
+    match = re.search(r"\((.*):\d+\)$", frame)
+    return match.group(1) if match else frame
+
+
+def frame_function(frame: str) -> str:
+    """'fn (path:line)' -> 'fn (short/path)', so lines of one function aggregate."""
+    name = frame.split(" (", 1)[0]
+    path = frame_file(frame)
+    short = path.split("site-packages/", 1)[-1].split("/src/", 1)[-1]
+    return f"{name} ({short})"
+
+
+def summarize_profile(raw: Path, top: int = 15) -> str:
+    stacks: list[tuple[list[str], int]] = []
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        stacks.append((stack.split(";"), int(count)))
+    total = sum(count for _, count in stacks)
+    groups: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    for frames, count in stacks:
+        files = [frame_file(f) for f in frames]
+        for group, needles in GROUPS.items():
+            if any(needle in file for file in files for needle in needles):
+                groups[group] += count
+        if any("mlflow/server/auth/" in f for f in files) and any("sqlalchemy/" in f for f in files):
+            groups["  MLflow auth app -> SQLAlchemy (auth SQL)"] += count
+        for function in {frame_function(f) for f in frames}:
+            inclusive[function] += count
+        own[frame_function(frames[-1])] += count
+
+    def pct(n: int) -> str:
+        return f"{n / total:.1%}"
+
+    parts = [f"{total} samples (py-spy --gil, only the thread holding the GIL)\n"]
+    parts.append(table(["component (inclusive)", "% of samples"], [[g, pct(n)] for g, n in groups.items()]))
+    ours_or_auth = [
+        [f"`{fn}`", pct(n)]
+        for fn, n in inclusive.most_common()
+        if "mlflow/server/auth/" in fn or "hokusai_registry/" in fn
+    ][:top]
+    parts.append(table(["auth-path function (inclusive)", "% of samples"], ours_or_auth))
+    parts.append(
+        table(["function (self)", "% of samples"], [[f"`{f}`", pct(n)] for f, n in own.most_common(top)])
+    )
+    return "\n\n".join(parts)
+
+
+def bench_profile(servers: list[Server], root: Path, seconds: float) -> str:
+    (server,) = servers
+    (worker,) = server.worker_pids()
+    url = server.url + READ_PATH
+    wrk(url, server.headers, 16, 3)  # warm-up
+    load = subprocess.Popen(
+        wrk_command(url, server.headers, 16, seconds + 4), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(2)
+        raw = root / "profile.txt"
+        spy = [str(BIN / "py-spy"), "record", "--gil", "-r", "100", "-f", "raw"]
+        subprocess.run([*spy, "-d", str(int(seconds)), "-p", str(worker), "-o", str(raw)], check=True)
+    finally:
+        output, _ = load.communicate()
+    print(f"under profiling: {parse_wrk(output)}", file=sys.stderr)
+    return summarize_profile(raw)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    requests = commands.add_parser("requests")
+    requests.add_argument("--rounds", type=int, default=3)
+    requests.add_argument("--seconds", type=float, default=8)
+    artifacts = commands.add_parser("artifacts")
+    artifacts.add_argument("--rounds", type=int, default=2)
+    artifacts.add_argument("--mib", type=int, default=256)
+    registration = commands.add_parser("registration")
+    registration.add_argument("--runs", type=int, default=20)
+    profile = commands.add_parser("profile")
+    profile.add_argument("--seconds", type=float, default=10)
+    profile.add_argument("--kind", default="ours", choices=("stock", "basic", "ours"))
+    args = parser.parse_args()
+
+    kinds = (args.kind,) if args.command == "profile" else ("stock", "basic", "ours")
+    with (
+        tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp,
+        all_running(Path(tmp), kinds) as servers,
+    ):
+        root = Path(tmp)
+        if args.command == "requests":
+            print(bench_requests(servers, args.rounds, args.seconds))
+        elif args.command == "artifacts":
+            print(bench_artifacts(servers, root, args.rounds, args.mib))
+        elif args.command == "registration":
+            print(bench_registration(servers, args.runs))
+        else:
+            print(bench_profile(servers, root, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
