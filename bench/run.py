@@ -1,11 +1,12 @@
 """Benchmarks: stock MLflow vs MLflow basic-auth vs hokusai-registry, measured interleaved in one run.
 
-Run by hand from the repository root (each command starts the servers, prints a Markdown table):
+Run by hand from the repository root; each command starts the servers and prints Markdown tables:
 
-    .venv/bin/python bench/run.py requests [--rounds 3] [--seconds 8]   # wrk on registered-models/get
-    .venv/bin/python bench/run.py artifacts [--rounds 2] [--mib 256]    # PUT/GET through the server
-    .venv/bin/python bench/run.py registration [--runs 20]              # mlflow client log + register
-    .venv/bin/python bench/run.py profile [--seconds 10]                # py-spy on our worker under wrk
+    .venv/bin/python bench/run.py requests [--rounds 3] [--seconds 8]       # wrk: registered-models/get
+    .venv/bin/python bench/run.py artifacts [--artifact-rounds 2] [--mib 256]  # PUT/GET via the server
+    .venv/bin/python bench/run.py registration [--runs 20]                  # client log + register
+    .venv/bin/python bench/run.py profile [--profile-seconds 10]            # py-spy on our worker
+    .venv/bin/python bench/run.py all                                       # all four, one server set
 
 Needs wrk (apt-get install wrk) and, for `profile`, py-spy in the venv (pip install py-spy).
 """
@@ -82,22 +83,26 @@ def parse_wrk(output: str) -> WrkResult:
     return WrkResult(float(rps.group(1)), _ms(percentile["50"]), _ms(percentile["99"]))
 
 
-def wrk_command(url: str, headers: dict[str, str], connections: int, seconds: float) -> list[str]:
-    command = ["wrk", "--latency", "-t1", f"-c{connections}", f"-d{seconds}s"]
+def wrk_command(url: str, headers: dict[str, str], connections: int, seconds: int) -> list[str]:
+    command = ["wrk", "--latency", "--timeout", "10s", "-t1", f"-c{connections}", f"-d{seconds}s"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     return [*command, url]
 
 
-def wrk(url: str, headers: dict[str, str], connections: int, seconds: float) -> WrkResult:
+def wrk(url: str, headers: dict[str, str], connections: int, seconds: int) -> WrkResult:
     command = wrk_command(url, headers, connections, seconds)
     return parse_wrk(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
 
-def bench_requests(servers: list[Server], rounds: int, seconds: float) -> str:
+def warm_up(url: str, headers: dict[str, str]) -> None:
+    subprocess.run(wrk_command(url, headers, 16, 3), check=True, capture_output=True)
+
+
+def bench_requests(servers: list[Server], rounds: int, seconds: int) -> str:
     found = targets(servers)
-    for _label, server, headers in found:  # warm-up
-        wrk(server.url + READ_PATH, headers, 16, 3)
+    for _label, server, headers in found:
+        warm_up(server.url + READ_PATH, headers)
     results: dict[tuple[str, int], list[WrkResult]] = {}
     for round_ in range(rounds):
         for connections in (1, 16):
@@ -332,11 +337,11 @@ def summarize_profile(raw: Path, top: int = 15) -> str:
     return "\n\n".join(parts)
 
 
-def bench_profile(servers: list[Server], root: Path, seconds: float) -> str:
-    (server,) = servers
+def bench_profile(servers: list[Server], root: Path, seconds: int, kind: str = "ours") -> str:
+    server = next(s for s in servers if s.kind == kind)
     (worker,) = server.worker_pids()
     url = server.url + READ_PATH
-    wrk(url, server.headers, 16, 3)  # warm-up
+    warm_up(url, server.headers)
     load = subprocess.Popen(
         wrk_command(url, server.headers, 16, seconds + 4), stdout=subprocess.PIPE, text=True
     )
@@ -344,7 +349,7 @@ def bench_profile(servers: list[Server], root: Path, seconds: float) -> str:
         time.sleep(2)
         raw = root / "profile.txt"
         spy = [str(BIN / "py-spy"), "record", "--gil", "-r", "100", "-f", "raw"]
-        subprocess.run([*spy, "-d", str(int(seconds)), "-p", str(worker), "-o", str(raw)], check=True)
+        subprocess.run([*spy, "-d", str(seconds), "-p", str(worker), "-o", str(raw)], check=True)
     finally:
         output, _ = load.communicate()
     print(f"under profiling: {parse_wrk(output)}", file=sys.stderr)
@@ -352,37 +357,33 @@ def bench_profile(servers: list[Server], root: Path, seconds: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    requests = commands.add_parser("requests")
-    requests.add_argument("--rounds", type=int, default=3)
-    requests.add_argument("--seconds", type=float, default=8)
-    artifacts = commands.add_parser("artifacts")
-    artifacts.add_argument("--rounds", type=int, default=2)
-    artifacts.add_argument("--mib", type=int, default=256)
-    registration = commands.add_parser("registration")
-    registration.add_argument("--runs", type=int, default=20)
-    profile = commands.add_parser("profile")
-    profile.add_argument("--seconds", type=float, default=10)
-    profile.add_argument("--kind", default="ours", choices=("stock", "basic", "ours"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("requests", "artifacts", "registration", "profile", "all"))
+    parser.add_argument("--rounds", type=int, default=3, help="requests: interleaved rounds")
+    parser.add_argument("--seconds", type=int, default=8, help="requests: seconds per wrk run")
+    parser.add_argument("--artifact-rounds", type=int, default=2)
+    parser.add_argument("--mib", type=int, default=256, help="artifacts: file size")
+    parser.add_argument("--runs", type=int, default=20, help="registration: timed runs per server")
+    parser.add_argument("--profile-seconds", type=int, default=10)
+    parser.add_argument("--profile-kind", default="ours", choices=("stock", "basic", "ours"))
     args = parser.parse_args()
+    wanted = {"requests", "artifacts", "registration", "profile"} if args.command == "all" else {args.command}
+    kinds = (args.profile_kind,) if wanted == {"profile"} else ("stock", "basic", "ours")
 
-    kinds = (args.kind,) if args.command == "profile" else ("stock", "basic", "ours")
-    with (
-        tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp,
-        all_running(Path(tmp), kinds) as servers,
-    ):
+    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp, all_running(Path(tmp), kinds) as servers:
         root = Path(tmp)
-        if args.command == "requests":
-            print(bench_requests(servers, args.rounds, args.seconds))
-        elif args.command == "artifacts":
-            print(bench_artifacts(servers, root, args.rounds, args.mib))
-        elif args.command == "registration":
-            print(bench_registration(servers, args.runs))
-        else:
-            print(bench_profile(servers, root, args.seconds))
+        print(f"load average before: {os.getloadavg()}", file=sys.stderr)
+        if "requests" in wanted:
+            print(f"## requests\n\n{bench_requests(servers, args.rounds, args.seconds)}\n", flush=True)
+        if "artifacts" in wanted:
+            result = bench_artifacts(servers, root, args.artifact_rounds, args.mib)
+            print(f"## artifacts\n\n{result}\n", flush=True)
+        if "registration" in wanted:
+            print(f"## registration\n\n{bench_registration(servers, args.runs)}\n", flush=True)
+        if "profile" in wanted:
+            result = bench_profile(servers, root, args.profile_seconds, args.profile_kind)
+            print(f"## profile\n\n{result}\n", flush=True)
+        print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":
