@@ -76,7 +76,9 @@ def parse_wrk(output: str) -> WrkResult:
         raise RuntimeError(f"wrk got {bad.group(1)} error responses:\n{output}")
     if re.search(r"Socket errors:.*timeout [1-9]", output):
         raise RuntimeError(f"wrk timed out:\n{output}")
-    percentile = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.M))
+    if re.search(r"^\s+0 requests in", output, re.M):
+        raise RuntimeError(f"wrk completed no request:\n{output}")
+    percentile = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.M))
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if rps is None or len(percentile) != 2:
         raise RuntimeError(f"cannot parse wrk output:\n{output}")

@@ -1,0 +1,95 @@
+"""Fail closed: every route in MLflow's URL maps (Flask and FastAPI) needs a key, or is public on purpose.
+
+The routes come from the app exactly as a worker builds it, so an MLflow upgrade that adds a route
+is checked here automatically; one that adds an unguarded route fails this test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hokusai_registry.server import policy
+from tests.services import Registry
+
+DUMP = Path(__file__).with_name("dump_routes.py")
+# Everything reachable without a key, by route template. Adding to this list is a security decision.
+EXPECTED_PUBLIC = {
+    "/health",
+    "/favicon.ico",
+    "/static-files/<path:path>",
+    "/api/2.0/mlflow/server-info",
+    "/ajax-api/2.0/mlflow/server-info",
+    "/api/3.0/mlflow/server-info",
+    "/ajax-api/3.0/mlflow/server-info",
+}
+
+
+def concrete(template: str) -> str:
+    """A request path for a route template, Flask (<path:x>, <int:x>) or FastAPI ({x:path}, {x})."""
+    path = re.sub(r"<path:[^>]+>|\{[^}:]+:path\}", "some/artifact.txt", template)
+    path = re.sub(r"<int:[^>]+>", "1", path)
+    return re.sub(r"<[^>]+>|\{[^}]+\}", "x1", path)
+
+
+@pytest.fixture(scope="module")
+def routes(registry: Registry) -> list[dict]:
+    secrets = json.loads((registry.data_dir / "secrets.json").read_text())
+    env = {
+        **os.environ,
+        "MLFLOW_AUTH_CONFIG_PATH": str(registry.data_dir / "auth.ini"),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets["flask_secret_key"],
+        "HOKUSAI_REGISTRY_KEY_HASH_SECRET": secrets["key_hash_secret"],
+        "HOKUSAI_REGISTRY_DATA_DIR": str(registry.data_dir),
+        "_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED": "true",
+        "_MLFLOW_SGI_NAME": "uvicorn",
+    }
+    done = subprocess.run([sys.executable, str(DUMP)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_route_maps_are_the_ones_we_expect(routes: list[dict]) -> None:
+    sources = {r["source"] for r in routes}
+    assert {"flask", "fastapi"} <= sources
+    paths = {r["path"] for r in routes}
+    # The routes third parties depend on; if MLflow renames them, the hook contract changed.
+    for needed in (
+        "/api/2.0/mlflow-artifacts/artifacts/<path:artifact_path>",
+        "/api/2.0/mlflow/registered-models/create",
+        "/api/2.0/mlflow/users/create",
+    ):
+        assert needed in paths or concrete(needed) in {concrete(p) for p in paths}, needed
+    assert len(routes) > 300
+
+
+def test_every_route_requires_a_key_or_is_public_on_purpose(registry: Registry, routes: list[dict]) -> None:
+    unguarded, public = [], set()
+    with httpx.Client(base_url=registry.url, timeout=30) as anonymous:
+        for route in routes:
+            path = concrete(route["path"])
+            if policy.is_public(path):
+                public.add(route["path"])
+                continue
+            for method in route["methods"]:
+                if method == "WEBSOCKET":
+                    method = "GET"  # the handshake is an HTTP GET; it must be refused the same way
+                response = anonymous.request(method, path)
+                if response.status_code != 401 or response.json().get("error_code") != "UNAUTHENTICATED":
+                    unguarded.append((method, route["path"], response.status_code))
+    assert not unguarded, f"routes answering without a key: {unguarded}"
+    assert public <= EXPECTED_PUBLIC, f"new public routes: {public - EXPECTED_PUBLIC}"
+    assert "/health" in public
+
+
+def test_public_routes_really_answer_without_a_key(registry: Registry) -> None:
+    assert httpx.get(f"{registry.url}/health").status_code == 200
+    info = httpx.get(f"{registry.url}/api/3.0/mlflow/server-info")
+    assert info.status_code == 200, info.text
