@@ -282,10 +282,16 @@ GROUPS = {
     "MLflow auth app (mlflow/server/auth/)": ("mlflow/server/auth/",),
     "  MLflow auth store (auth/sqlalchemy_store.py)": ("mlflow/server/auth/sqlalchemy_store.py",),
     "MLflow handlers (mlflow/server/handlers.py)": ("mlflow/server/handlers.py",),
-    "MLflow tracking/registry SQL stores (mlflow/store/)": ("mlflow/store/",),
+    "MLflow tracking/registry SQL stores (mlflow/store/), all callers": ("mlflow/store/",),
     "SQLAlchemy (all callers)": ("sqlalchemy/",),
     "Flask + Werkzeug": ("flask/", "werkzeug/"),
     "ASGI: uvicorn + starlette + WSGI bridge": ("uvicorn/", "starlette/", "a2wsgi/", "fastapi/"),
+}
+
+
+AUTH_CALLS = {  # stacks under mlflow/server/auth/ that also reach...
+    "  MLflow auth app -> SQLAlchemy (all SQL made for auth)": "sqlalchemy/",
+    "  MLflow auth app -> registry store (re-reads for permission checks and redaction)": "mlflow/store/",
 }
 
 
@@ -316,8 +322,9 @@ def summarize_profile(raw: Path, top: int = 15) -> str:
         for group, needles in GROUPS.items():
             if any(needle in file for file in files for needle in needles):
                 groups[group] += count
-        if any("mlflow/server/auth/" in f for f in files) and any("sqlalchemy/" in f for f in files):
-            groups["  MLflow auth app -> SQLAlchemy (auth SQL)"] += count
+        if any("mlflow/server/auth/" in f for f in files):
+            for label, needle in AUTH_CALLS.items():
+                groups[label] += count if any(needle in f for f in files) else 0
         for function in {frame_function(f) for f in frames}:
             inclusive[function] += count
         own[frame_function(frames[-1])] += count
@@ -325,8 +332,9 @@ def summarize_profile(raw: Path, top: int = 15) -> str:
     def pct(n: int) -> str:
         return f"{n / total:.1%}"
 
-    parts = [f"{total} samples (py-spy --gil, only the thread holding the GIL)\n"]
-    parts.append(table(["component (inclusive)", "% of samples"], [[g, pct(n)] for g, n in groups.items()]))
+    parts = [f"{total} samples of the thread holding the GIL (py-spy record --gil --nonblocking -r 50)\n"]
+    order = [*GROUPS, *AUTH_CALLS]
+    parts.append(table(["component (inclusive)", "% of samples"], [[g, pct(groups[g])] for g in order]))
     ours_or_auth = [
         [f"`{fn}`", pct(n)]
         for fn, n in inclusive.most_common()
@@ -339,7 +347,7 @@ def summarize_profile(raw: Path, top: int = 15) -> str:
     return "\n\n".join(parts)
 
 
-def bench_profile(servers: list[Server], root: Path, seconds: int, kind: str = "ours") -> str:
+def bench_profile(servers: list[Server], raw: Path, seconds: int, kind: str = "ours") -> str:
     server = next(s for s in servers if s.kind == kind)
     (worker,) = server.worker_pids()
     url = server.url + READ_PATH
@@ -349,17 +357,17 @@ def bench_profile(servers: list[Server], root: Path, seconds: int, kind: str = "
     )
     try:
         time.sleep(2)
-        raw = root / "profile.txt"
-        spy = [str(BIN / "py-spy"), "record", "--gil", "-r", "100", "-f", "raw"]
+        spy = [str(BIN / "py-spy"), "record", "--gil", "--nonblocking", "-r", "50", "-f", "raw"]
         subprocess.run([*spy, "-d", str(seconds), "-p", str(worker), "-o", str(raw)], check=True)
     finally:
         output, _ = load.communicate()
-    print(f"under profiling: {parse_wrk(output)}", file=sys.stderr)
+    print(f"wrk under profiling:\n{output}", file=sys.stderr)
     return summarize_profile(raw)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("command", choices=("requests", "artifacts", "registration", "profile", "all"))
     parser.add_argument("--rounds", type=int, default=3, help="requests: interleaved rounds")
     parser.add_argument("--seconds", type=int, default=8, help="requests: seconds per wrk run")
@@ -368,11 +376,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="registration: timed runs per server")
     parser.add_argument("--profile-seconds", type=int, default=10)
     parser.add_argument("--profile-kind", default="ours", choices=("stock", "basic", "ours"))
+    parser.add_argument("--profile-raw", type=Path, help="keep py-spy's collapsed stacks in this file")
     args = parser.parse_args()
     wanted = {"requests", "artifacts", "registration", "profile"} if args.command == "all" else {args.command}
     kinds = (args.profile_kind,) if wanted == {"profile"} else ("stock", "basic", "ours")
 
-    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp, all_running(Path(tmp), kinds) as servers:
+    with (
+        tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp,
+        all_running(Path(tmp), kinds) as servers,
+    ):
         root = Path(tmp)
         print(f"load average before: {os.getloadavg()}", file=sys.stderr)
         if "requests" in wanted:
@@ -383,7 +395,8 @@ def main() -> None:
         if "registration" in wanted:
             print(f"## registration\n\n{bench_registration(servers, args.runs)}\n", flush=True)
         if "profile" in wanted:
-            result = bench_profile(servers, root, args.profile_seconds, args.profile_kind)
+            raw = args.profile_raw or root / "profile.txt"
+            result = bench_profile(servers, raw.resolve(), args.profile_seconds, args.profile_kind)
             print(f"## profile\n\n{result}\n", flush=True)
         print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
 

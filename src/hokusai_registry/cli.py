@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from hokusai_registry.settings import ConfigError, Settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
 app.add_typer(keys_app, name="keys")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
     Path | None, typer.Option(help="Data directory of the embedded default [env: HOKUSAI_REGISTRY_DATA_DIR]")
@@ -154,4 +155,6 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, db_uri: DbUri = None) -> 
 
 
 def main() -> None:
+    # MLflow imports Starlette's deprecated WSGI module; the warning is noise for our users.
+    warnings.filterwarnings("ignore", message=".*starlette.middleware.wsgi is deprecated")
     app()

@@ -1,0 +1,148 @@
+"""Keys issued by an external auth service: validated, cached, refused, and never let through when it is down."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.services import Registry, free_port, run_registry
+
+VALID = "hk_live_external_valid_key_0123456789abcdef"
+READ_ONLY = "hk_live_external_read_key_0123456789abcdef"
+
+
+class KeyService:
+    """A local stand-in for the auth service: answers valid / invalid, or can be made to fail."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.failing = False
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                service.calls.append({"path": self.path, "key": key, "body": body})
+                if service.failing:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                answers = {
+                    VALID: {"user_id": "ext-user", "key_id": "ext-1", "scopes": ["model:write", "model:read"]},
+                    READ_ONLY: {"user_id": "ext-reader", "key_id": "ext-2", "scopes": ["model:read"]},
+                }
+                status, answer = (200, answers[key]) if key in answers else (401, {"detail": "Invalid key"})
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def calls_for(self, key: str) -> int:
+        return sum(call["key"] == key for call in self.calls)
+
+
+@pytest.fixture(scope="module")
+def key_service() -> Iterator[KeyService]:
+    service = KeyService()
+    yield service
+    service.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def registry_with_service(tmp_path_factory: pytest.TempPathFactory, key_service: KeyService) -> Iterator[Registry]:
+    env = {
+        "HOKUSAI_REGISTRY_AUTH_URL": key_service.url,
+        "HOKUSAI_REGISTRY_AUTH_SERVICE_ID": "registry-under-test",
+        "HOKUSAI_REGISTRY_AUTH_CACHE_TTL_SECONDS": "30",
+    }
+    # One worker, so the cache can be counted exactly.
+    with run_registry(tmp_path_factory.mktemp("ext"), workers=1, env=env) as registry:
+        yield registry
+
+
+def search(registry: Registry, key: str) -> httpx.Response:
+    return httpx.post(
+        f"{registry.url}/api/2.0/mlflow/experiments/search",
+        json={"max_results": 1},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+
+def test_valid_external_key_is_accepted_and_cached(registry_with_service: Registry, key_service: KeyService) -> None:
+    for _ in range(5):
+        assert search(registry_with_service, VALID).status_code == 200
+    assert key_service.calls_for(VALID) == 1
+    call = next(c for c in key_service.calls if c["key"] == VALID)
+    assert call["path"] == "/api/v1/keys/validate"
+    assert call["body"] == {"service_id": "registry-under-test"}
+    created = httpx.post(
+        f"{registry_with_service.url}/api/2.0/mlflow/experiments/create",
+        json={"name": "external-user-experiment"},
+        headers={"X-API-Key": VALID},
+    )
+    assert created.status_code == 200, created.text
+
+
+def test_external_read_scope_cannot_write(registry_with_service: Registry) -> None:
+    assert search(registry_with_service, READ_ONLY).status_code == 200
+    response = httpx.post(
+        f"{registry_with_service.url}/api/2.0/mlflow/experiments/create",
+        json={"name": "from-external-reader"},
+        headers={"Authorization": f"Bearer {READ_ONLY}"},
+    )
+    assert response.status_code == 403
+
+
+def test_invalid_external_key_is_refused_every_time(
+    registry_with_service: Registry, key_service: KeyService
+) -> None:
+    invalid = "hk_live_external_invalid_0123456789abcdef"
+    for _ in range(2):
+        response = search(registry_with_service, invalid)
+        assert response.status_code == 401
+        assert response.json()["error_code"] == "UNAUTHENTICATED"
+        assert "key service" in response.json()["message"]
+    assert key_service.calls_for(invalid) == 2  # refusals are never cached
+
+
+def test_service_down_means_503_with_retry_after(registry_with_service: Registry, key_service: KeyService) -> None:
+    unseen = "hk_live_external_unseen_0123456789abcdef"
+    key_service.failing = True
+    try:
+        response = search(registry_with_service, unseen)
+    finally:
+        key_service.failing = False
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    assert response.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+
+
+def test_service_unreachable_means_503_and_nothing_written(tmp_path: Path) -> None:
+    env = {"HOKUSAI_REGISTRY_AUTH_URL": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
+    with run_registry(tmp_path, workers=1, env=env) as registry:
+        response = httpx.post(
+            f"{registry.url}/api/2.0/mlflow/experiments/create",
+            json={"name": "while-down"},
+            headers={"Authorization": f"Bearer {VALID}"},
+        )
+        assert response.status_code == 503, response.text
+        assert "Retry-After" in response.headers
+        admin = registry.client(registry.admin_key)  # local keys keep working while the service is down
+        lookup = admin.get("/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "while-down"})
+        assert lookup.status_code == 404
