@@ -14,7 +14,9 @@ from tests.services import CLI, Registry, run_registry
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [CLI, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
 
 
 def test_keys_create_prints_the_key_alone(registry: Registry) -> None:
@@ -25,7 +27,11 @@ def test_keys_create_prints_the_key_alone(registry: Registry) -> None:
 
 
 def test_keys_create_json_and_list_never_show_the_key(registry: Registry) -> None:
-    created = json.loads(registry.cli("keys", "create", "--user", "json-user", "--scope", "read", "--expires-in-days", "7", "--json").stdout)
+    created = json.loads(
+        registry.cli(
+            "keys", "create", "--user", "json-user", "--scope", "read", "--expires-in-days", "7", "--json"
+        ).stdout
+    )
     assert set(created) == {"id", "key", "user", "scope", "expires_at"}
     assert created["user"] == "json-user" and created["scope"] == "read" and created["expires_at"]
     listed = json.loads(registry.cli("keys", "list", "--user", "json-user", "--json").stdout)
@@ -42,11 +48,17 @@ def test_default_scope_is_write(registry: Registry) -> None:
 
 def test_bad_key_requests_exit_2_and_create_nothing(registry: Registry) -> None:
     before = json.loads(registry.cli("keys", "list", "--json").stdout)
-    for args in (["--user", "bad-scope", "--scope", "owner"], ["--user", "bad-expiry", "--expires-in-days", "-1"]):
+    for args in (
+        ["--user", "bad-scope", "--scope", "owner"],
+        ["--user", "bad-expiry", "--expires-in-days", "-1"],
+    ):
         done = registry.cli("keys", "create", *args, check=False)
         assert done.returncode == 2, done.stderr
         assert done.stdout == ""
-    assert "scope must be one of read, write, admin" in registry.cli("keys", "create", "--user", "x", "--scope", "owner", check=False).stderr
+    assert (
+        "scope must be one of read, write, admin"
+        in registry.cli("keys", "create", "--user", "x", "--scope", "owner", check=False).stderr
+    )
     assert json.loads(registry.cli("keys", "list", "--json").stdout) == before
 
 

@@ -23,7 +23,8 @@ DataDir = Annotated[
     Path | None, typer.Option(help="Data directory of the embedded default [env: HOKUSAI_REGISTRY_DATA_DIR]")
 ]
 DbUri = Annotated[
-    str | None, typer.Option(help="Auth database URI, e.g. postgresql://... [env: HOKUSAI_REGISTRY_AUTH_DB_URI]")
+    str | None,
+    typer.Option(help="Auth database URI, e.g. postgresql://... [env: HOKUSAI_REGISTRY_AUTH_DB_URI]"),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -47,9 +48,12 @@ def up(
     data_dir: DataDir = None,
     host: Annotated[str | None, typer.Option(help="Interface to bind [env: HOKUSAI_REGISTRY_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [env: HOKUSAI_REGISTRY_PORT]")] = None,
-    workers: Annotated[int | None, typer.Option(help="uvicorn workers [env: HOKUSAI_REGISTRY_WORKERS]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="uvicorn workers [env: HOKUSAI_REGISTRY_WORKERS]")
+    ] = None,
     backend_store_uri: Annotated[
-        str | None, typer.Option(help="Tracking/registry DB, e.g. postgresql://... [default: SQLite in data dir]")
+        str | None,
+        typer.Option(help="Tracking/registry DB, e.g. postgresql://... [default: SQLite in data dir]"),
     ] = None,
     artifacts_destination: Annotated[
         str | None, typer.Option(help="Where the server stores artifacts, e.g. s3://bucket/prefix")
@@ -115,7 +119,11 @@ def keys_create(
         raise fail(getattr(exc, "message", str(exc))) from None
     if as_json:
         record = new.record.to_json()
-        print(json.dumps({name: record[name] for name in ("id", "user", "scope", "expires_at")} | {"key": new.key}))
+        print(
+            json.dumps(
+                {name: record[name] for name in ("id", "user", "scope", "expires_at")} | {"key": new.key}
+            )
+        )
     else:
         print(new.key)
     err.print(f"created key {new.record.id} for user {user!r} with scope {scope!r}; it is not shown again")

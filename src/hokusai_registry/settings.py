@@ -93,7 +93,7 @@ class Settings(BaseSettings):
 
     @property
     def public_url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
 
     def hash_secret(self) -> bytes:

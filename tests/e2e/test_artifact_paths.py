@@ -13,7 +13,9 @@ from tests.services import Registry
 ROOT = "/api/2.0/mlflow-artifacts/artifacts"
 
 
-def raw_request(client: httpx.Client, method: str, raw_path: str, content: bytes | None = None) -> httpx.Response:
+def raw_request(
+    client: httpx.Client, method: str, raw_path: str, content: bytes | None = None
+) -> httpx.Response:
     """Send the path exactly as written: no client-side dot-segment normalisation."""
     request = client.build_request(method, ROOT, content=content)
     request.url = request.url.copy_with(raw_path=raw_path.encode())
@@ -42,7 +44,9 @@ def test_writes_stay_inside_the_artifact_root(registry: Registry, escape: str) -
     assert all(artifacts in p.resolve().parents for p in written), written
 
 
-@pytest.mark.parametrize("escape", ["../auth.db", "..%2Fauth.db", "%2E%2E%2Fsecrets.json", "/etc/passwd", "%2Fetc%2Fpasswd"])
+@pytest.mark.parametrize(
+    "escape", ["../auth.db", "..%2Fauth.db", "%2E%2E%2Fsecrets.json", "/etc/passwd", "%2Fetc%2Fpasswd"]
+)
 def test_reads_stay_inside_the_artifact_root(registry: Registry, escape: str) -> None:
     admin = registry.client(registry.admin_key)
     response = raw_request(admin, "GET", f"{ROOT}/{escape}")

@@ -43,7 +43,7 @@ def assert_refused_and_nothing_written(
         ({"X-API-Key": ""}, "empty API key"),
         ({"Authorization": "Token hk_live_abcdefghijklmnopqrstuvwxyz"}, "unsupported authorization scheme"),
         ({"Authorization": "Bearer " + "A" * 10_000}, "malformed API key"),
-        ({"Authorization": "Bearer hk_live_caf\xe9caf\xe9caf\xe9caf\xe9caf\xe9".encode("latin-1")}, "malformed API key"),
+        ({"Authorization": ("Bearer hk_live_" + "caf\xe9" * 5).encode("latin-1")}, "malformed API key"),
         ({"Authorization": "Basic !!!not-base64!!!"}, "malformed Basic credentials"),
         ({"Authorization": "Bearer hk_live_" + "x" * 43}, "unknown API key"),
         ({"X-API-Key": "hk_live_" + "y" * 43}, "unknown API key"),
@@ -61,8 +61,14 @@ def test_bad_credentials(registry: Registry, headers: dict[str, str | bytes], sa
 def test_all_three_ways_to_send_a_key_work(registry: Registry) -> None:
     key = registry.create_key("three-ways")
     basic = base64.b64encode(f"anyone:{key}".encode()).decode()
-    for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}, {"Authorization": f"Basic {basic}"}):
-        response = httpx.get(f"{registry.url}{API}/experiments/search", params={"max_results": 1}, headers=headers)
+    for headers in (
+        {"Authorization": f"Bearer {key}"},
+        {"X-API-Key": key},
+        {"Authorization": f"Basic {basic}"},
+    ):
+        response = httpx.get(
+            f"{registry.url}{API}/experiments/search", params={"max_results": 1}, headers=headers
+        )
         assert response.status_code == 200, (headers.keys(), response.text)
 
 
@@ -75,7 +81,9 @@ def test_revoked_key_stops_working_on_every_worker_within_5_seconds(registry: Re
     registry.cli("keys", "revoke", key_id)
     revoked_at = time.monotonic()
     time.sleep(max(0.0, 5 - (time.monotonic() - revoked_at)))
-    statuses = {client.post(f"{API}/experiments/search", json={"max_results": 1}).status_code for _ in range(20)}
+    statuses = {
+        client.post(f"{API}/experiments/search", json={"max_results": 1}).status_code for _ in range(20)
+    }
     assert statuses == {401}
     response, name = attempt_create(registry, {"Authorization": f"Bearer {key}"})
     assert_refused_and_nothing_written(registry, response, name, f"API key {key_id} was revoked", key)
@@ -101,7 +109,9 @@ def test_key_of_a_deleted_user(registry: Registry) -> None:
 def test_keys_never_appear_in_the_log(registry: Registry) -> None:
     key = registry.create_key("audited")
     client = registry.client(key)
-    assert client.post(f"{API}/experiments/create", json={"name": f"audited-{uuid.uuid4().hex[:6]}"}).is_success
+    assert client.post(
+        f"{API}/experiments/create", json={"name": f"audited-{uuid.uuid4().hex[:6]}"}
+    ).is_success
     bad = "hk_live_" + "z" * 43
     httpx.get(f"{registry.url}{API}/experiments/search", headers={"Authorization": f"Bearer {bad}"})
     time.sleep(0.5)

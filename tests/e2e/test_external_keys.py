@@ -1,4 +1,4 @@
-"""Keys issued by an external auth service: validated, cached, refused, and never let through when it is down."""
+"""Keys issued by an external auth service: validated, cached, refused, never let through when it is down."""
 
 from __future__ import annotations
 
@@ -35,7 +35,11 @@ class KeyService:
                     self.end_headers()
                     return
                 answers = {
-                    VALID: {"user_id": "ext-user", "key_id": "ext-1", "scopes": ["model:write", "model:read"]},
+                    VALID: {
+                        "user_id": "ext-user",
+                        "key_id": "ext-1",
+                        "scopes": ["model:write", "model:read"],
+                    },
                     READ_ONLY: {"user_id": "ext-reader", "key_id": "ext-2", "scopes": ["model:read"]},
                 }
                 status, answer = (200, answers[key]) if key in answers else (401, {"detail": "Invalid key"})
@@ -65,7 +69,9 @@ def key_service() -> Iterator[KeyService]:
 
 
 @pytest.fixture(scope="module")
-def registry_with_service(tmp_path_factory: pytest.TempPathFactory, key_service: KeyService) -> Iterator[Registry]:
+def registry_with_service(
+    tmp_path_factory: pytest.TempPathFactory, key_service: KeyService
+) -> Iterator[Registry]:
     env = {
         "HOKUSAI_REGISTRY_AUTH_URL": key_service.url,
         "HOKUSAI_REGISTRY_AUTH_SERVICE_ID": "registry-under-test",
@@ -84,7 +90,9 @@ def search(registry: Registry, key: str) -> httpx.Response:
     )
 
 
-def test_valid_external_key_is_accepted_and_cached(registry_with_service: Registry, key_service: KeyService) -> None:
+def test_valid_external_key_is_accepted_and_cached(
+    registry_with_service: Registry, key_service: KeyService
+) -> None:
     for _ in range(5):
         assert search(registry_with_service, VALID).status_code == 200
     assert key_service.calls_for(VALID) == 1
@@ -121,7 +129,9 @@ def test_invalid_external_key_is_refused_every_time(
     assert key_service.calls_for(invalid) == 2  # refusals are never cached
 
 
-def test_service_down_means_503_with_retry_after(registry_with_service: Registry, key_service: KeyService) -> None:
+def test_service_down_means_503_with_retry_after(
+    registry_with_service: Registry, key_service: KeyService
+) -> None:
     unseen = "hk_live_external_unseen_0123456789abcdef"
     key_service.failing = True
     try:
@@ -144,5 +154,7 @@ def test_service_unreachable_means_503_and_nothing_written(tmp_path: Path) -> No
         assert response.status_code == 503, response.text
         assert "Retry-After" in response.headers
         admin = registry.client(registry.admin_key)  # local keys keep working while the service is down
-        lookup = admin.get("/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "while-down"})
+        lookup = admin.get(
+            "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "while-down"}
+        )
         assert lookup.status_code == 404

@@ -36,7 +36,9 @@ def owner(registry: Registry, owner_name: str) -> httpx.Client:
 @pytest.fixture(scope="module")
 def owned(owner: httpx.Client) -> Owned:
     suffix = uuid.uuid4().hex[:8]
-    experiment_id = ok(owner.post(f"{API}/experiments/create", json={"name": f"iso-{suffix}"}))["experiment_id"]
+    experiment_id = ok(owner.post(f"{API}/experiments/create", json={"name": f"iso-{suffix}"}))[
+        "experiment_id"
+    ]
     run = ok(owner.post(f"{API}/runs/create", json={"experiment_id": experiment_id, "start_time": 1}))["run"]
     run_id = run["info"]["run_id"]
     artifact = f"{experiment_id}/{run_id}/artifacts/notes.txt"
@@ -61,8 +63,18 @@ def write_attempts(owned: Owned) -> list[tuple[str, str, dict | None, bytes | No
         ("DELETE", f"{API}/registered-models/delete", {"name": model}, None),
         ("POST", f"{API}/registered-models/set-tag", {"name": model, "key": "k", "value": "v"}, None),
         ("POST", f"{API}/registered-models/alias", {"name": model, "alias": "prod", "version": "1"}, None),
-        ("POST", f"{API}/model-versions/set-tag", {"name": model, "version": "1", "key": "k", "value": "v"}, None),
-        ("POST", f"{API}/runs/log-metric", {"run_id": run_id, "key": "m", "value": 1.0, "timestamp": 1}, None),
+        (
+            "POST",
+            f"{API}/model-versions/set-tag",
+            {"name": model, "version": "1", "key": "k", "value": "v"},
+            None,
+        ),
+        (
+            "POST",
+            f"{API}/runs/log-metric",
+            {"run_id": run_id, "key": "m", "value": 1.0, "timestamp": 1},
+            None,
+        ),
         ("POST", f"{API}/runs/log-parameter", {"run_id": run_id, "key": "p", "value": "x"}, None),
         ("POST", f"{API}/runs/update", {"run_id": run_id, "status": "FINISHED"}, None),
         ("POST", f"{API}/runs/delete", {"run_id": run_id}, None),
@@ -70,7 +82,12 @@ def write_attempts(owned: Owned) -> list[tuple[str, str, dict | None, bytes | No
         ("PUT", f"{ARTIFACTS}/artifacts/{owned.experiment_id}/{run_id}/artifacts/new.txt", None, b"new"),
         ("DELETE", f"{ARTIFACTS}/artifacts/{artifact}", None, None),
         ("POST", f"{ARTIFACTS}/mpu/create/{artifact}", {"path": artifact, "num_parts": 1}, None),
-        ("POST", f"{ARTIFACTS}/mpu/complete/{artifact}", {"path": artifact, "upload_id": "u", "parts": []}, None),
+        (
+            "POST",
+            f"{ARTIFACTS}/mpu/complete/{artifact}",
+            {"path": artifact, "upload_id": "u", "parts": []},
+            None,
+        ),
         ("POST", f"{ARTIFACTS}/mpu/abort/{artifact}", {"path": artifact, "upload_id": "u"}, None),
     ]
 
@@ -105,18 +122,21 @@ def send(client: httpx.Client, method: str, path: str, payload: dict | None, bod
     return client.request(method, path, json=payload, content=body).status_code
 
 
-def test_other_users_write_key_is_refused_everything(registry: Registry, owner: httpx.Client, owned: Owned) -> None:
+def test_other_users_write_key_is_refused_everything(
+    registry: Registry, owner: httpx.Client, owned: Owned
+) -> None:
     stranger = registry.client(registry.create_key(f"stranger-{uuid.uuid4().hex[:6]}"))
-    refused = {path: send(stranger, method, path, payload, body) for method, path, payload, body in write_attempts(owned)}
+    refused = {
+        path: send(stranger, method, path, payload, body)
+        for method, path, payload, body in write_attempts(owned)
+    }
     assert set(refused.values()) == {403}, refused
     for method, path, params in read_attempts(owned):
         assert stranger.request(method, path, params=params).status_code == 403, path
     assert_untouched(owner, owned)
 
 
-def test_other_users_searches_do_not_show_owned_resources(
-    registry: Registry, owned: Owned
-) -> None:
+def test_other_users_searches_do_not_show_owned_resources(registry: Registry, owned: Owned) -> None:
     stranger = registry.client(registry.create_key(f"searcher-{uuid.uuid4().hex[:6]}"))
     experiments = ok(stranger.post(f"{API}/experiments/search", json={"max_results": 1000}))
     assert owned.experiment_id not in {e["experiment_id"] for e in experiments.get("experiments", [])}
@@ -135,12 +155,18 @@ def test_read_key_reads_but_never_writes(
     for method, path, params in read_attempts(owned):
         response = reader.request(method, path, params=params)
         assert response.status_code == 200, (path, response.text)
-    attempts = [*write_attempts(owned), ("POST", f"{API}/experiments/create", {"name": "from-read-key"}, None)]
+    attempts = [
+        *write_attempts(owned),
+        ("POST", f"{API}/experiments/create", {"name": "from-read-key"}, None),
+    ]
     refused = {path: send(reader, method, path, payload, body) for method, path, payload, body in attempts}
     assert set(refused.values()) == {403}, refused
     assert reader.post(f"{API}/runs/log-metric", json={}).json()["error_code"] == "PERMISSION_DENIED"
     assert_untouched(owner, owned)
-    assert owner.get(f"{API}/experiments/get-by-name", params={"experiment_name": "from-read-key"}).status_code == 404
+    assert (
+        owner.get(f"{API}/experiments/get-by-name", params={"experiment_name": "from-read-key"}).status_code
+        == 404
+    )
 
 
 def test_creator_can_use_what_it_just_created_on_any_worker(registry: Registry) -> None:
@@ -149,8 +175,14 @@ def test_creator_can_use_what_it_just_created_on_any_worker(registry: Registry) 
     for attempt in range(10):
         name = f"fresh-{uuid.uuid4().hex[:8]}"
         ok(client.post(f"{API}/registered-models/create", json={"name": name}))
-        ok(client.post(f"{API}/registered-models/set-tag", json={"name": name, "key": "try", "value": str(attempt)}))
+        ok(
+            client.post(
+                f"{API}/registered-models/set-tag", json={"name": name, "key": "try", "value": str(attempt)}
+            )
+        )
         experiment_id = ok(client.post(f"{API}/experiments/create", json={"name": name}))["experiment_id"]
-        run_id = ok(client.post(f"{API}/runs/create", json={"experiment_id": experiment_id}))["run"]["info"]["run_id"]
+        run_id = ok(client.post(f"{API}/runs/create", json={"experiment_id": experiment_id}))["run"]["info"][
+            "run_id"
+        ]
         ok(client.put(f"{ARTIFACTS}/artifacts/{experiment_id}/{run_id}/artifacts/a.txt", content=b"a"))
         time.sleep(0.05)

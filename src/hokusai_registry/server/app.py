@@ -48,5 +48,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
 
     asgi_app = mlflow_auth.create_app(app or mlflow_flask_app)
     if not isinstance(asgi_app, FastAPI):
-        raise ConfigError("hokusai-registry runs under uvicorn, mlflow server's default; drop --gunicorn-opts")
+        raise ConfigError(
+            "hokusai-registry runs under uvicorn, mlflow server's default; drop --gunicorn-opts"
+        )
     return ApiKeyMiddleware(asgi_app, authenticator)

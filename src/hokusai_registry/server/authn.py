@@ -31,7 +31,9 @@ from hokusai_registry.server.external import ExternalKeyService, KeyServiceDown
 from hokusai_registry.server.keys import ApiKey, KeyStore, hash_key, looks_like_key, utcnow
 
 REALM = 'Basic realm="hokusai-registry"'
-HOW_TO_SEND = "send it as 'Authorization: Bearer <key>', 'X-API-Key: <key>', or Basic auth with the key as password"
+HOW_TO_SEND = (
+    "send it as 'Authorization: Bearer <key>', 'X-API-Key: <key>', or Basic auth with the key as password"
+)
 TOUCH_INTERVAL = timedelta(minutes=1)
 
 

@@ -121,9 +121,7 @@ class KeyStore:
     def users(self) -> SqlAlchemyStore:
         return self._users
 
-    def create(
-        self, username: str, scope: str = "write", expires_in_days: float | None = None
-    ) -> NewKey:
+    def create(self, username: str, scope: str = "write", expires_in_days: float | None = None) -> NewKey:
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
         if expires_in_days is not None and expires_in_days <= 0:

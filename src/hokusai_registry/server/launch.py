@@ -114,4 +114,4 @@ def connection_help(settings: Settings, first_key: NewKey | None) -> str:
 def exec_server(launch: Launch) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(launch.command[0], launch.command, launch.env)
+    os.execve(launch.command[0], launch.command, launch.env)  # noqa: S606 - become the server

@@ -66,7 +66,9 @@ class ApiKeyMiddleware:
                 )
 
     async def _authenticate(self, scope: Scope, method: str, path: str) -> Principal:
-        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+        }
         key = extract_key(headers)
         principal = self.authenticator.from_cache(key)
         if principal is None:  # a database or key-service round trip: keep it off the event loop
