@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from hokusai_registry.server.policy import is_public, is_write
+
+
+@pytest.mark.parametrize(
+    "path", ["/health", "/favicon.ico", "/static-files/js/main.js", "/api/3.0/mlflow/server-info"]
+)
+def test_public_paths(path: str) -> None:
+    assert is_public(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/healthz", "/health/../api", "/version", "/api/2.0/mlflow/server-info/x", "/static/x", "/graphql"],
+)
+def test_everything_else_needs_a_key(path: str) -> None:
+    assert not is_public(path)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "writes"),
+    [
+        ("GET", "/api/2.0/mlflow/registered-models/get", False),
+        ("HEAD", "/api/2.0/mlflow-artifacts/artifacts/x", False),
+        ("POST", "/api/2.0/mlflow/runs/search", False),
+        ("POST", "/ajax-api/2.0/mlflow/experiments/search", False),
+        ("POST", "/api/3.0/mlflow/traces/search", False),
+        ("POST", "/api/2.0/mlflow/runs/search/extra", True),
+        ("POST", "/api/2.0/mlflow/runs/create", True),
+        ("PUT", "/api/2.0/mlflow-artifacts/artifacts/x", True),
+        ("DELETE", "/api/2.0/mlflow/registered-models/delete", True),
+        ("PATCH", "/api/2.0/mlflow/users/update-password", True),
+        ("POST", "/graphql", True),
+    ],
+)
+def test_writes_are_everything_not_known_to_be_read_only(method: str, path: str, writes: bool) -> None:
+    assert is_write(method, path) is writes
