@@ -21,8 +21,8 @@ up: $(VENV)/.installed
 	$(BIN)/hokusai-registry up
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/mypy src
 
 # The tests start what they need themselves: PostgreSQL (a throw-away cluster) and moto's S3 server.

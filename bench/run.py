@@ -238,6 +238,8 @@ def bench_registration(servers: list[Server], runs: int, warmup: int = 2) -> str
     model = LinearRegression().fit(x, y)
     signature = infer_signature(x, model.predict(x))
 
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
     def log_and_register(server: Server) -> float:
         for name in CLIENT_ENV:
             os.environ.pop(name, None)
