@@ -1,9 +1,10 @@
-"""MLflow's auth store behind a short per-worker cache, with the key's scope deciding admin rights.
+"""MLflow's auth store behind a per-worker cache, with the key's scope deciding admin rights.
 
-MLflow's auth app reads the user on nearly every request (``sender_is_admin``, permission
-resolution); each read is an SQL round trip. Users change rarely, so a cache with a TTL inside the
-revocation bound removes that cost. Only found users are cached, and writes through this worker
-drop the entry at once.
+MLflow's auth app reads the user and the user's grants (``get_user``, ``list_grants``) several
+times per request, each an SQL round trip, and they change rarely. We cache both. Correctness
+across workers comes from the auth epoch (schema.py): every write through this store bumps it,
+and each request reads it once before using the cache, so a grant created on one worker is seen
+by the next request anywhere. The TTL bounds staleness for writes that bypass this store.
 
 "An admin key acts as an MLflow admin": MLflow decides admin rights from ``get_user(name).is_admin``
 in both its Flask and its FastAPI paths, so the user returned for the requesting principal carries
@@ -13,43 +14,73 @@ in both its Flask and its FastAPI paths, so the user returned for the requesting
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Collection
 from typing import Any
 
 from cachetools import TTLCache
 from mlflow.server.auth.entities import User
 
-from hokusai_registry.server.context import current_principal
+from hokusai_registry.server.context import current_principal, current_request
+from hokusai_registry.server.schema import bump_epoch, read_epoch
+
+_WRITE_PREFIXES = (
+    "create_", "update_", "delete_", "grant_", "revoke_", "assign_", "unassign_", "add_", "remove_",
+    "rename_", "set_",
+)  # fmt: skip
 
 
 class CachedAuthStore:
     def __init__(self, store: Any, ttl: float) -> None:
         self._store = store
-        self._users: TTLCache[str, User] = TTLCache(maxsize=10_000, ttl=max(ttl, 1e-6))
+        self._cache: TTLCache[tuple[Any, ...], Any] = TTLCache(maxsize=50_000, ttl=max(ttl, 1e-6))
         self._lock = threading.Lock()
+        self._epoch: int | None = None
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+        attribute = getattr(self._store, name)
+        if name.startswith(_WRITE_PREFIXES) and callable(attribute):
+            return self._bumping(attribute)
+        return attribute
 
     def get_user(self, username: str) -> User:
-        with self._lock:
-            user = self._users.get(username)
-        if user is None:
-            user = self._store.get_user(username)
-            with self._lock:
-                self._users[username] = user
-        principal = current_principal.get()
+        user: User = self._cached(("user", username), lambda: self._store.get_user(username))
+        principal = current_principal()
         if principal is not None and principal.username == username:
             return User(user.id, user.username, user.password_hash, principal.is_admin)
         return user
 
-    def forget_user(self, username: str) -> None:
+    def list_grants(self, user_id: int, workspace: str, resource_types: Collection[str]) -> list[Any]:
+        key = ("grants", user_id, workspace, frozenset(resource_types))
+        return list(self._cached(key, lambda: self._store.list_grants(user_id, workspace, resource_types)))
+
+    def _cached(self, key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
+        self._sync_epoch()
         with self._lock:
-            self._users.pop(username, None)
+            if key in self._cache:
+                return self._cache[key]
+        value = load()  # a missing user raises and is not cached
+        with self._lock:
+            self._cache[key] = value
+        return value
 
-    def update_user(self, username: str, *args: Any, **kwargs: Any) -> Any:
-        self.forget_user(username)
-        return self._store.update_user(username, *args, **kwargs)
+    def _sync_epoch(self) -> None:
+        state = current_request.get()
+        if state is not None and state.auth_epoch is not None:
+            return
+        epoch = read_epoch(self._store.engine)
+        with self._lock:
+            if epoch != self._epoch:
+                self._cache.clear()
+                self._epoch = epoch
+        if state is not None:
+            state.auth_epoch = epoch
 
-    def delete_user(self, username: str) -> Any:
-        self.forget_user(username)
-        return self._store.delete_user(username)
+    def _bumping(self, write: Callable[..., Any]) -> Callable[..., Any]:
+        def write_then_bump(*args: Any, **kwargs: Any) -> Any:
+            result = write(*args, **kwargs)
+            bump_epoch(self._store.engine)
+            with self._lock:
+                self._cache.clear()
+            return result
+
+        return write_then_bump

@@ -173,7 +173,7 @@ def authorization_function() -> Authorization | Response:
     Our ASGI layer has already authenticated the request (see middleware.py); this reads the result.
     Called outside that layer, it authenticates from the Flask request itself and memoizes on ``g``.
     """
-    principal = current_principal.get() or g.get("hokusai_principal")
+    principal = current_principal() or g.get("hokusai_principal")
     if principal is None:
         if _authenticator is None:
             raise MlflowException("hokusai-registry's authenticator is not installed")

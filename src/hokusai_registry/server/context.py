@@ -1,8 +1,9 @@
 """Per-request state shared between our ASGI layer and MLflow's Flask hooks.
 
-The ASGI layer authenticates each request once and stores the principal here. Flask runs in a
-worker thread with a copy of this context, so MLflow's hooks read the same principal without
-authenticating again.
+The ASGI layer authenticates each request once and stores the result here. Flask runs in a worker
+thread with a copy of this context; the copy refers to the same RequestState object, so MLflow's
+hooks read the principal without authenticating again, and what they note (the auth epoch) is
+noted once per request.
 """
 
 from __future__ import annotations
@@ -24,4 +25,15 @@ class Principal:
         return self.scope == "admin"
 
 
-current_principal: ContextVar[Principal | None] = ContextVar("hokusai_principal", default=None)
+@dataclass
+class RequestState:
+    principal: Principal
+    auth_epoch: int | None = None  # read by the cached auth store at most once per request
+
+
+current_request: ContextVar[RequestState | None] = ContextVar("hokusai_request", default=None)
+
+
+def current_principal() -> Principal | None:
+    state = current_request.get()
+    return state.principal if state else None

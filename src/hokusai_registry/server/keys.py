@@ -19,22 +19,10 @@ import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
 from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
+from hokusai_registry.server.schema import api_keys, create_tables
+
 KEY_PREFIX = "hk_live_"
 SCOPES = ("read", "write", "admin")
-
-_metadata = sa.MetaData()
-api_keys = sa.Table(
-    "hokusai_api_keys",
-    _metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
-    sa.Column("username", sa.String(255), nullable=False, index=True),
-    sa.Column("scope", sa.String(16), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("expires_at", sa.DateTime(timezone=True)),
-    sa.Column("revoked_at", sa.DateTime(timezone=True)),
-    sa.Column("last_used_at", sa.DateTime(timezone=True)),
-)
 
 
 class KeyNotFound(LookupError):
@@ -115,7 +103,7 @@ class KeyStore:
         self._users = SqlAlchemyStore()
         self._users.init_db(db_uri)  # runs MLflow's auth migrations when needed
         self._engine = self._users.engine
-        _metadata.create_all(self._engine)
+        create_tables(self._engine)
 
     @property
     def users(self) -> SqlAlchemyStore:

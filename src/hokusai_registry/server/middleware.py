@@ -15,7 +15,7 @@ import anyio.to_thread
 
 from hokusai_registry.server import audit, policy
 from hokusai_registry.server.authn import Authenticator, Refusal, check_scope, extract_key
-from hokusai_registry.server.context import Principal, current_principal
+from hokusai_registry.server.context import Principal, RequestState, current_request
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -49,11 +49,11 @@ class ApiKeyMiddleware:
                 status = refusal.status
                 await _refuse(scope, send, refusal)
                 return
-            token = current_principal.set(principal)
+            token = current_request.set(RequestState(principal))
             try:
                 await self.app(scope, receive, send_and_note_status)
             finally:
-                current_principal.reset(token)
+                current_request.reset(token)
         finally:
             if audit.should_record(policy.is_write(method, path), status):
                 audit.record(
