@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from hokusai_registry.server import authn
+from hokusai_registry.server import authn, registry_store
 from hokusai_registry.server.auth_store import CachedAuthStore
 from hokusai_registry.server.authn import Authenticator
 from hokusai_registry.server.external import ExternalKeyService
@@ -47,6 +47,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
     authn.install(authenticator)
 
     asgi_app = mlflow_auth.create_app(app or mlflow_flask_app)
+    registry_store.install()
     if not isinstance(asgi_app, FastAPI):
         raise ConfigError(
             "hokusai-registry runs under uvicorn, mlflow server's default; drop --gunicorn-opts"

@@ -9,7 +9,8 @@ noted once per request.
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class Principal:
 @dataclass
 class RequestState:
     principal: Principal
+    read_only: bool
     auth_epoch: int | None = None  # read by the cached auth store at most once per request
+    registered_models: dict[str, Any] = field(default_factory=dict)  # see registry_store.py
 
 
 current_request: ContextVar[RequestState | None] = ContextVar("hokusai_request", default=None)

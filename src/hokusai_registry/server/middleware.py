@@ -49,7 +49,7 @@ class ApiKeyMiddleware:
                 status = refusal.status
                 await _refuse(scope, send, refusal)
                 return
-            token = current_request.set(RequestState(principal))
+            token = current_request.set(RequestState(principal, read_only=not policy.is_write(method, path)))
             try:
                 await self.app(scope, receive, send_and_note_status)
             finally:
