@@ -368,8 +368,8 @@ def bench_profile(servers: list[Server], raw: Path, seconds: int, kind: str = "o
 
 
 def main() -> None:
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("command", choices=("requests", "artifacts", "registration", "profile", "all"))
     parser.add_argument("--rounds", type=int, default=3, help="requests: interleaved rounds")
     parser.add_argument("--seconds", type=int, default=8, help="requests: seconds per wrk run")
