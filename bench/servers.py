@@ -144,7 +144,9 @@ def _launch(kind: str, root: Path) -> _Pending:
     data = root / kind
     data.mkdir(parents=True)
     port = free_port()
-    env = {**os.environ}
+    # A registry runs no MLflow jobs; `up` turns the job runner (a dozen huey processes) off by
+    # default, so the baselines run without it too.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = data / "server.log"
     stock_args = [
         "--backend-store-uri", f"sqlite:///{data}/mlflow.db", "--artifacts-destination", f"{data}/artifacts",

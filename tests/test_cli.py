@@ -96,6 +96,8 @@ def test_secrets_are_private_and_sigterm_stops_every_process(tmp_path: Path) -> 
         group = registry.proc.pid
         members = _processes_in_group(group)
         assert len(members) >= 3, members  # mlflow server, uvicorn supervisor, 2 workers
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in members]
+        assert not [c for c in commands if b"huey" in c], "MLflow's job runner should be off by default"
         os.kill(registry.proc.pid, signal.SIGTERM)  # what ECS or `docker stop` sends the entrypoint
         deadline = time.monotonic() + 30
         while _processes_in_group(group) and time.monotonic() < deadline:

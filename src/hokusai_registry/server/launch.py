@@ -85,6 +85,9 @@ def prepare(settings: Settings) -> Launch:
     first_key = keys.create(settings.admin_username, scope="admin") if keys.count() == 0 else None
 
     env = {
+        # MLflow's job runner (GenAI jobs, about a dozen huey processes) is no part of a model
+        # registry; it stays off unless the operator turns it on.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         **os.environ,
         **settings.to_env(),
         "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
