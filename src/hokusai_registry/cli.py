@@ -162,6 +162,98 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, db_uri: DbUri = None) -> 
     err.print(f"revoked key {record.id} of user {record.username!r}")
 
 
+@app.command()
+def register(
+    model_dir: Annotated[Path, typer.Argument(help="MLflow model directory (with an MLmodel file)")],
+    name: Annotated[str, typer.Option(help="Registered model name")],
+    token_id: Annotated[str, typer.Option(help="Token id: 1-64 of A-Z 0-9 -")],
+    metric: Annotated[str, typer.Option(help="Benchmark metric name")],
+    baseline: Annotated[str, typer.Option(help="Benchmark baseline value (a finite number)")],
+    tag: Annotated[list[str] | None, typer.Option(help="Extra version tag KEY=VALUE (repeatable)")] = None,
+    experiment: Annotated[str | None, typer.Option(help="Experiment [default: one per user]")] = None,
+    url: Annotated[str | None, typer.Option(help="Registry URL [env: MLFLOW_TRACKING_URI]")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key [env: HOKUSAI_API_KEY, else MLFLOW_TRACKING_TOKEN]")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Register a model version with its token metadata and check its files came back intact.
+
+    Exit 0 on success, 1 when the server refused or the round trip did not match, 2 on invalid input.
+    """
+    from rich.markup import escape
+
+    from hokusai_registry.register import InvalidInput, RegistrationError, register_model
+    from hokusai_registry.register.metadata import parse_tags
+    from hokusai_registry.register.progress import Bars
+
+    try:
+        done = register_model(
+            model_dir, name, token_id=token_id, metric=metric, baseline=baseline,
+            tags=parse_tags(tag or []), experiment=experiment, url=url, api_key=api_key,
+            progress=Bars(err), on_step=lambda step: err.print(f"[dim]{step}…[/dim]", highlight=False),
+        )  # fmt: skip
+    except RegistrationError as exc:
+        code = 2 if isinstance(exc, InvalidInput) else 1
+        if as_json:
+            print(json.dumps({"error": str(exc), "step": exc.step, "kind": type(exc).__name__}))
+        raise fail(escape(str(exc)), code) from None
+    if as_json:
+        print(json.dumps(done.to_json(), indent=2))
+        return
+    summary = Table.grid(padding=(0, 2))
+    for label, value in [
+        ("name", done.name), ("version", done.version), ("model URI", done.model_uri),
+        ("run", done.run_id), ("files", f"{len(done.files)}, {done.total_bytes:,} bytes"),
+        ("checksums", "[green]all SHA-256 match after download[/green]"),
+        ("timings", ", ".join(f"{step} {seconds:.2f}s" for step, seconds in done.timings.items())),
+    ]:  # fmt: skip
+        summary.add_row(f"[bold]{label}[/bold]", value)
+    Console().print(f"[green]registered[/green] {done.model_uri}", summary, highlight=False)
+
+
+@app.command()
+def verify(
+    url: Annotated[str | None, typer.Option(help="Registry URL [env: MLFLOW_TRACKING_URI]")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="Write key [env: HOKUSAI_API_KEY, else MLFLOW_TRACKING_TOKEN]")
+    ] = None,
+    read_key: Annotated[
+        str | None, typer.Option(help="A read-scope key; verify checks it cannot write")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the Markdown report here")] = None,
+    large_mb: Annotated[int, typer.Option(help="Size of the large-artifact check in MiB (0 skips)")] = 16,
+    skip_registration: Annotated[bool, typer.Option(help="Skip the model registration check")] = False,
+    keep: Annotated[bool, typer.Option(help="Keep what verify created (experiment, run, model)")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds per request")] = 60.0,
+) -> None:
+    """Prove a deployment works end to end and name the root cause when it does not.
+
+    Exit 0 when no check fails, 1 when any fails, 2 on bad usage (no URL, no key).
+    """
+    import os
+
+    from hokusai_registry.verify import Context
+    from hokusai_registry.verify import verify as run_verify
+
+    url = url or os.environ.get("MLFLOW_TRACKING_URI")
+    key = api_key or os.environ.get("HOKUSAI_API_KEY") or os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if not url:
+        raise fail("no registry URL: pass --url or set MLFLOW_TRACKING_URI")
+    if not key:
+        raise fail("no API key: pass --api-key or set HOKUSAI_API_KEY (or MLFLOW_TRACKING_TOKEN)")
+    ctx = Context(url, key, read_key=read_key, timeout=timeout, large_mb=large_mb, keep=keep)
+    report = run_verify(ctx, skip_registration=skip_registration, console=err)
+    if json_path:
+        json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if markdown:
+        markdown.write_text(report.to_markdown())
+    verdict = "[green]PASSED[/green]" if report.passed else "[red]FAILED[/red]"
+    err.print(f"verify {verdict} in {report.duration_ms / 1000:.1f} s", highlight=False)
+    raise typer.Exit(0 if report.passed else 1)
+
+
 def main() -> None:
     # MLflow imports Starlette's deprecated WSGI module; the warning is noise for our users.
     warnings.filterwarnings("ignore", message=".*starlette.middleware.wsgi is deprecated")

@@ -1,0 +1,34 @@
+"""Third-party registration of tokenized models: validate, upload, register, prove the round trip."""
+
+from hokusai_registry.register.errors import (
+    ArtifactServingDisabled,
+    InvalidInput,
+    KeyServiceUnavailable,
+    NotAuthenticated,
+    PayloadTooLarge,
+    PermissionDenied,
+    RegistrationError,
+    RoundTripMismatch,
+    ServerRefused,
+    ServerUnavailable,
+)
+from hokusai_registry.register.files import FileRecord
+from hokusai_registry.register.registration import Registration, register_model
+from hokusai_registry.register.retry import RetryPolicy
+
+__all__ = [
+    "ArtifactServingDisabled",
+    "FileRecord",
+    "InvalidInput",
+    "KeyServiceUnavailable",
+    "NotAuthenticated",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "Registration",
+    "RegistrationError",
+    "RetryPolicy",
+    "RoundTripMismatch",
+    "ServerRefused",
+    "ServerUnavailable",
+    "register_model",
+]

@@ -1,0 +1,106 @@
+"""From a refused HTTP answer to the error a third party can act on (see ``errors`` for the tree).
+
+Pure: the status, the body and whether it was an artifact route decide; the failure catalogue entries
+(F1, F4, F5, F6, F8, F9, F11 in DESIGN.md) are named so an operator can look the fix up.
+"""
+
+from __future__ import annotations
+
+import json
+
+from hokusai_registry.register.errors import (
+    ArtifactServingDisabled,
+    KeyServiceUnavailable,
+    NotAuthenticated,
+    PayloadTooLarge,
+    PermissionDenied,
+    ServerRefused,
+    ServerUnavailable,
+)
+from hokusai_registry.register.retry import RETRY_STATUSES
+
+ARTIFACT_ROUTE = "/mlflow-artifacts/"
+
+
+def error_body(text: str) -> tuple[str, str]:
+    """``(error_code, message)`` from MLflow's ``{"error_code", "message"}``, FastAPI's ``{"detail"}``
+    or any other body (a proxy's HTML page, cut short)."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        message = body.get("message", body.get("detail", ""))
+        return str(body.get("error_code", "")), str(message)
+    return "", " ".join(text.split())[:200]
+
+
+def transient(status: int, text: str) -> bool:
+    """Worth retrying: 429/502/503/504, except MLflow's 503 for disabled artifact serving (permanent)."""
+    return status in RETRY_STATUSES and "artifact serving is disabled" not in text.lower()
+
+
+def refusal(
+    step: str, status: int, text: str, *, path: str, attempts: int = 1, elapsed: float = 0.0
+) -> ServerRefused:
+    code, message = error_body(text)
+    said = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+
+    def make(kind: type[ServerRefused], problem: str, hint: str) -> ServerRefused:
+        return kind(step, problem, hint, status=status, error_code=code)
+
+    tried = f"{attempts} tries over {elapsed:.0f}s" if attempts > 1 else "1 try"
+    if status == 401:
+        return make(
+            NotAuthenticated,
+            f"the registry refused the API key ({said}).",
+            "The key is invalid, revoked or expired (F5): ask the registry operator for a new key and "
+            "pass it with --api-key or HOKUSAI_API_KEY.",
+        )
+    if status == 403:
+        return make(
+            PermissionDenied,
+            f"the key may not do this ({said}).",
+            "A read-scope key cannot register models, and an experiment or model name another user "
+            "created needs their grant (F8): use a write key, another --name/--experiment, or ask the "
+            "operator for permission.",
+        )
+    disabled = status == 503 and "artifact serving is disabled" in message.lower()
+    missing = code == "RESOURCE_DOES_NOT_EXIST"  # MLflow answered: that file is not there
+    if ARTIFACT_ROUTE in path and ((status == 404 and not missing) or disabled):
+        return make(
+            ArtifactServingDisabled,
+            f"the server does not accept artifacts ({said}).",
+            "It runs without artifact serving (F1), or a proxy does not route /api/2.0/mlflow-artifacts/ "
+            "(F4): the operator must run it with artifact serving on (`hokusai-registry up`, or "
+            "`mlflow server --serve-artifacts`) and redeploy.",
+        )
+    if status == 413:
+        return make(
+            PayloadTooLarge,
+            f"a proxy or load balancer in front of the registry refused the request body ({said}).",
+            "The operator must raise its body size limit (e.g. nginx client_max_body_size) above the "
+            "largest model file (F9).",
+        )
+    if status == 503 and code == "TEMPORARILY_UNAVAILABLE":
+        return make(
+            KeyServiceUnavailable,
+            f"the registry cannot check API keys right now ({said}; {tried}).",
+            "Its key service is unreachable (F6): try again later and tell the operator if it persists.",
+        )
+    if status in RETRY_STATUSES:
+        return make(
+            ServerUnavailable,
+            f"the server kept answering {said} ({tried}).",
+            "Check the registry's health and try again; a 502/503 from a load balancer usually means no "
+            "healthy server behind it (F11).",
+        )
+    return make(ServerRefused, f"the server refused the request ({said}).", "")
+
+
+def unreachable(step: str, url: str, error: Exception, attempts: int, elapsed: float) -> ServerUnavailable:
+    return ServerUnavailable(
+        step,
+        f"could not reach {url} ({type(error).__name__}: {error}; {attempts} tries over {elapsed:.0f}s).",
+        "Check the URL and that the registry is running, then run the command again.",
+    )
