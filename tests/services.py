@@ -122,6 +122,29 @@ def run_registry(
 
 
 @contextmanager
+def run_stock_mlflow(tmp: Path, *args: str) -> Iterator[str]:
+    """A stock `mlflow server` (no auth, no plugin) with extra ``args``; yields its URL.
+
+    The job runner stays off, as in `up`, so the test machine is not loaded with huey processes.
+    """
+    port = free_port()
+    command = [
+        str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with (tmp / "mlflow.log").open("w") as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, text=True, start_new_session=True, cwd=tmp
+        )
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@contextmanager
 def run_postgres() -> Iterator[str]:
     """A throw-away PostgreSQL 15 cluster in a temp dir; as root it runs as the `postgres` user."""
     if uri := os.environ.get("HOKUSAI_TEST_POSTGRES_URI"):

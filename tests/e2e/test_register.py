@@ -25,7 +25,7 @@ from hokusai_registry.register import (
     RetryPolicy,
     RoundTripMismatch,
 )
-from tests.services import CLI, VENV_BIN, Registry, free_port, run_registry, stop, wait_for_health
+from tests.services import CLI, Registry, free_port, run_registry, run_stock_mlflow, stop
 
 API = "/api/2.0/mlflow"
 FEATURES = np.arange(20.0).reshape(10, 2)
@@ -235,21 +235,13 @@ def test_a_read_key_is_told_to_use_a_write_key(registry: Registry, model_dir: Pa
 @pytest.fixture(scope="module")
 def stock_without_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Stock MLflow with artifact serving off but experiments on mlflow-artifacts:/ (an old image, F1)."""
-    tmp, port = tmp_path_factory.mktemp("stock"), free_port()
-    command = [
-        str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
-        "--default-artifact-root", "mlflow-artifacts:/", "--no-serve-artifacts",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    with (tmp / "log").open("w") as log:
-        proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
-        )
-    try:
-        wait_for_health(f"http://127.0.0.1:{port}", proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    with run_stock_mlflow(
+        tmp_path_factory.mktemp("stock"),
+        "--default-artifact-root",
+        "mlflow-artifacts:/",
+        "--no-serve-artifacts",
+    ) as url:
+        yield url
 
 
 def test_a_server_without_artifact_serving_is_named(stock_without_artifacts: str, model_dir: Path) -> None:
