@@ -1,0 +1,383 @@
+"""The checks, one function each, in the order they run; each returns a ``CheckResult``.
+
+Checks talk plain HTTP (httpx) so they see every status, header and body a third party would, and they
+share one ``Context`` holding the scratch experiment and what earlier checks learned (a failed
+reachability check skips the rest). Everything verify creates is named ``hokusai-verify-<stamp>`` so a
+clean-up, or an operator, can find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import ssl
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from hokusai_registry.verify import diagnose
+from hokusai_registry.verify.diagnose import Diagnosis
+
+if TYPE_CHECKING:
+    from hokusai_registry.register import Registration
+
+Status = Literal["pass", "fail", "warn", "skip"]
+API = "/api/2.0/mlflow"
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+PREFIX = "hokusai-verify-"
+CHUNK = 1024 * 1024
+
+
+@dataclass
+class CheckResult:
+    """One check's outcome; ``diagnosis`` and ``fix`` are set for every fail and warn."""
+
+    id: str
+    title: str
+    status: Status
+    duration_ms: float = 0.0
+    detail: str = ""
+    diagnosis: str = ""
+    fix: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "title": self.title, "status": self.status, "duration_ms": self.duration_ms,
+            "detail": self.detail, "diagnosis": self.diagnosis, "fix": self.fix,
+        }  # fmt: skip
+
+
+class Failed(Exception):
+    """Raised inside a check to end it with ``status`` and a diagnosis."""
+
+    def __init__(self, detail: str, found: Diagnosis | None = None, status: Status = "fail") -> None:
+        super().__init__(detail)
+        self.detail, self.found, self.status = detail, found, status
+
+
+@dataclass
+class Context:
+    """What the checks share: the target, the keys, and what earlier checks found or created."""
+
+    url: str
+    api_key: str
+    read_key: str | None = None
+    timeout: float = 30.0
+    large_mb: int = 16
+    keep: bool = False
+    stamp: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
+    reachable: bool = False
+    authenticated: bool = False
+    artifacts_ok: bool = False
+    experiment_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.url = self.url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(self.timeout, connect=10.0))
+
+    @property
+    def name(self) -> str:
+        return f"{PREFIX}{self.stamp}"
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.api_key}", "User-Agent": "hokusai-registry-verify"}
+
+    def scratch(self, filename: str) -> str:
+        return f"{ARTIFACTS}/{self.experiment_id}/{quote(self.name)}/{filename}"
+
+    def experiment(self) -> str:
+        """The scratch experiment every artifact check writes under (our server checks the id prefix)."""
+        if self.experiment_id is None:
+            r = self.http.post(f"{API}/experiments/create", json={"name": self.name}, headers=self.auth())
+            expect(r, "tracking", "creating the scratch experiment")
+            self.experiment_id = str(r.json()["experiment_id"])
+        return self.experiment_id
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def seen(response: httpx.Response) -> str:
+    """``METHOD path -> status body`` with the body trimmed, for the report."""
+    body = " ".join(response.text.split())[:160]
+    return f"{response.request.method} {response.request.url.path} -> {response.status_code} {body}".strip()
+
+
+def expect(response: httpx.Response, route: diagnose.Route, what: str, *, with_key: bool = True) -> None:
+    """Raise ``Failed`` with the diagnosis unless the answer is 2xx."""
+    if not response.is_success:
+        found = diagnose.response(
+            response.status_code, response.text, response.headers, route=route, with_key=with_key
+        )
+        raise Failed(f"{what}: {seen(response)}", found)
+
+
+def reachability(ctx: Context) -> str:
+    """DNS, TCP and TLS first (each has its own root cause), then /health, version and server info."""
+    parts = urlsplit(ctx.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Failed(f"{ctx.url!r} is not an http(s) URL", diagnose.entry("F11", "bad URL"))
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        with socket.create_connection((str(infos[0][4][0]), port), timeout=10) as sock:
+            if parts.scheme == "https":
+                with ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname):
+                    pass
+    except OSError as exc:
+        raise Failed(f"{parts.hostname}:{port}: {exc}", diagnose.transport(exc)) from exc
+    notes = [f"{parts.hostname} -> {infos[0][4][0]}:{port}"]
+    try:
+        health = ctx.http.get("/health")
+    except httpx.HTTPError as exc:
+        raise Failed(f"GET /health: {exc}", diagnose.transport(exc)) from exc
+    if health.status_code != 200:
+        raise Failed(seen(health), diagnose.response(health.status_code, health.text, route="health"))
+    ctx.reachable = True
+    notes.append("health 200")
+    version = ctx.http.get("/version", headers=ctx.auth())
+    notes.append(f"MLflow {version.text.strip()[:20]}" if version.is_success else seen(version))
+    info = ctx.http.get("/api/3.0/mlflow/server-info")
+    notes.append(f"server-info {info.text.strip()[:240]}" if info.is_success else seen(info))
+    return "; ".join(notes)
+
+
+def authentication(ctx: Context) -> str:
+    """No key and a made-up key must get 401; the given key 200; a read key may not write."""
+    search = f"{API}/experiments/search"
+    body = {"max_results": 1}
+    # The given key first: later checks can still run against a server that lets everyone in (F12).
+    given = ctx.http.post(search, json=body, headers=ctx.auth())
+    ctx.authenticated = given.is_success
+    anonymous = ctx.http.post(search, json=body)
+    if anonymous.status_code != 401:
+        found = diagnose.response(anonymous.status_code, anonymous.text, anonymous.headers,
+                                  route="tracking", with_key=False)  # fmt: skip
+        raise Failed(f"without a key: {seen(anonymous)} (expected 401)", found)
+    made_up = ctx.http.post(search, json=body, headers=ctx.auth(f"hk_verify_{uuid.uuid4().hex}"))
+    if made_up.status_code != 401:
+        found = diagnose.response(made_up.status_code, made_up.text, made_up.headers,
+                                  route="tracking", with_key=False)  # fmt: skip
+        raise Failed(f"with a made-up key: {seen(made_up)} (expected 401)", found)
+    expect(given, "tracking", "with the given key")
+    notes = ["no key 401", "made-up key 401", "given key 200"]
+    if ctx.read_key:
+        read = ctx.http.post(search, json=body, headers=ctx.auth(ctx.read_key))
+        expect(read, "tracking", "read with --read-key")
+        name = f"{ctx.name}-readkey"
+        write = ctx.http.post(
+            f"{API}/experiments/create", json={"name": name}, headers=ctx.auth(ctx.read_key)
+        )
+        if write.is_success:
+            ctx.http.post(f"{API}/experiments/delete", json=write.json(), headers=ctx.auth())
+            raise Failed(
+                f"a write with --read-key succeeded: {seen(write)}", diagnose.entry("F8", "read key writes")
+            )
+        if write.status_code != 403:
+            raise Failed(f"a write with --read-key: {seen(write)} (expected 403)", None)
+        notes.append("read key: read 200, write 403")
+    return "; ".join(notes)
+
+
+def artifact_round_trip(ctx: Context) -> str:
+    """PUT, list, GET (SHA-256 compared) and DELETE a small object; only a 2xx round trip passes (F2)."""
+    ctx.experiment()
+    payload = f"hokusai-registry verify {ctx.stamp}\n".encode() * 64
+    path = ctx.scratch("verify.txt")
+    put = ctx.http.put(path, content=payload, headers=ctx.auth())
+    expect(put, "artifact", "upload")
+    listing = ctx.http.get(
+        "/api/2.0/mlflow-artifacts/artifacts",
+        params={"path": f"{ctx.experiment_id}/{ctx.name}"},
+        headers=ctx.auth(),
+    )
+    expect(listing, "artifact", "list")
+    if "verify.txt" not in listing.text:
+        raise Failed(f"the uploaded file is not listed: {seen(listing)}", diagnose.entry("F4", "listing"))
+    got = ctx.http.get(path, headers=ctx.auth())
+    expect(got, "artifact", "download")
+    if hashlib.sha256(got.content).hexdigest() != hashlib.sha256(payload).hexdigest():
+        raise Failed(f"downloaded {len(got.content)} bytes differ from the {len(payload)} uploaded", None)
+    deleted = ctx.http.delete(path, headers=ctx.auth())
+    expect(deleted, "artifact", "delete")
+    ctx.artifacts_ok = True
+    return (
+        f"PUT {put.status_code}, list {listing.status_code}, GET {got.status_code} sha256 match, "
+        f"DELETE {deleted.status_code}"
+    )
+
+
+def artifact_locations(ctx: Context) -> str:
+    """Experiments whose artifacts bypass this server (F3); fail if new experiments get such a location."""
+    response = ctx.http.post(f"{API}/experiments/search", json={"max_results": 1000}, headers=ctx.auth())
+    expect(response, "tracking", "experiments/search")
+    experiments = response.json().get("experiments", [])
+    bad = [
+        (e["name"], e.get("artifact_location", ""))
+        for e in experiments
+        if diagnose.location(e.get("artifact_location", ""), ctx.url)
+    ]
+    mine = [loc for name, loc in bad if name == ctx.name]
+    if mine:
+        raise Failed(f"new experiments get {mine[0]}", diagnose.location(mine[0], ctx.url))
+    if bad:
+        listed = ", ".join(f"{name!r}: {loc}" for name, loc in bad[:5])
+        raise Failed(f"{len(bad)} of {len(experiments)} experiments not served here: {listed}",
+                     diagnose.location(bad[0][1], ctx.url), status="warn")  # fmt: skip
+    return f"all {len(experiments)} experiments use mlflow-artifacts:/"
+
+
+def large_artifact(ctx: Context) -> tuple[str, dict[str, float]]:
+    """Upload and download ``large_mb`` MiB, streamed both ways, timing each (F9 on 413/504/timeout)."""
+    ctx.experiment()
+    size = ctx.large_mb * CHUNK
+    path = ctx.scratch("large.bin")
+    block = os.urandom(CHUNK)
+    expected = hashlib.sha256()
+    for _ in range(ctx.large_mb):
+        expected.update(block)
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(ctx.large_mb):
+            yield block
+
+    headers = ctx.auth() | {"Content-Length": str(size)}
+    try:
+        started = time.monotonic()
+        put = ctx.http.put(path, content=chunks(), headers=headers)
+        up = time.monotonic() - started
+        expect(put, "artifact", f"upload of {ctx.large_mb} MiB")
+        started, digest, got = time.monotonic(), hashlib.sha256(), 0
+        with ctx.http.stream("GET", path, headers=ctx.auth()) as response:
+            if response.status_code != 200:
+                response.read()
+                expect(response, "artifact", f"download of {ctx.large_mb} MiB")
+            for chunk in response.iter_bytes(CHUNK):
+                digest.update(chunk)
+                got += len(chunk)
+        down = time.monotonic() - started
+    except httpx.TimeoutException as exc:
+        raise Failed(f"timed out after {ctx.timeout}s: {exc}", diagnose.entry("F9", "timeout")) from exc
+    except (httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        # A proxy that enforces a body limit often answers early and closes mid-upload.
+        found = diagnose.entry("F9", "connection closed during the transfer")
+        raise Failed(f"{type(exc).__name__}: {exc}", found) from exc
+    finally:
+        with suppress(httpx.HTTPError):
+            ctx.http.delete(path, headers=ctx.auth())
+    if digest.hexdigest() != expected.hexdigest() or got != size:
+        raise Failed(
+            f"downloaded {got} bytes differ from the {size} uploaded", diagnose.entry("F9", "altered")
+        )
+    mb = size / 1e6
+    rates = {"large_upload_mb_s": round(mb / up, 1), "large_download_mb_s": round(mb / down, 1)}
+    return (
+        f"{ctx.large_mb} MiB up {rates['large_upload_mb_s']} MB/s, down {rates['large_download_mb_s']} MB/s",
+        rates,
+    )
+
+
+def registration(ctx: Context) -> tuple[str, dict[str, float]]:
+    """Register a tiny scikit-learn model with the shared ``register_model``, read tags back, load it
+    from the registry's files and compare predictions."""
+    import numpy as np
+    from sklearn.linear_model import LinearRegression
+
+    ctx.experiment()
+    x = np.arange(12, dtype=float).reshape(6, 2)
+    model = LinearRegression().fit(x, x @ np.array([1.5, -2.0]) + 3.0)
+    token = f"VERIFY-{ctx.stamp[-6:].upper()}"
+    with tempfile.TemporaryDirectory(prefix=PREFIX) as scratch:
+        done = _register(ctx, model, token, Path(scratch) / "model")
+    metrics = {f"registration_{step}_ms": round(s * 1000, 1) for step, s in done.timings.items()}
+    params = {"name": done.name, "version": done.version}
+    got = ctx.http.get(f"{API}/model-versions/get", params=params, headers=ctx.auth())
+    expect(got, "tracking", "model-versions/get")
+    tags = {t["key"]: t["value"] for t in got.json()["model_version"].get("tags", [])}
+    wanted = {"hokusai_token_id": token, "benchmark_metric": "accuracy", "hokusai_status": "registered"}
+    if any(tags.get(k) != v for k, v in wanted.items()) or float(tags.get("benchmark_value", "nan")) != 0.5:
+        raise Failed(f"version tags read back wrong: {tags}", None)
+    started = time.monotonic()
+    predictions = load_and_predict(ctx, done.source, [f.path for f in done.files], x)
+    metrics["registration_load_predict_ms"] = round((time.monotonic() - started) * 1000, 1)
+    if not np.allclose(predictions, model.predict(x)):
+        raise Failed("predictions of the downloaded model differ from the original", None)
+    return (
+        f"{done.model_uri}: {len(done.files)} files round-tripped, tags read back, predictions match",
+        metrics,
+    )
+
+
+def _register(ctx: Context, model: Any, token: str, directory: Path) -> Registration:
+    """Save with explicit requirements (MLflow would otherwise infer them in a subprocess, ~7 s), then
+    register the directory with the one shared implementation."""
+    import mlflow.sklearn
+    import sklearn
+
+    from hokusai_registry.register import RegistrationError, RetryPolicy, register_model
+
+    mlflow.sklearn.save_model(
+        model, str(directory), pip_requirements=[f"scikit-learn=={sklearn.__version__}"]
+    )
+    try:
+        return register_model(
+            directory, ctx.name, token_id=token, metric="accuracy", baseline=0.5, experiment=ctx.name,
+            url=ctx.url, api_key=ctx.api_key, retry=RetryPolicy(budget_seconds=ctx.timeout),
+        )  # fmt: skip
+    except RegistrationError as exc:
+        raise Failed(f"register_model: {exc}", diagnose.registration(exc)) from exc
+
+
+def load_and_predict(ctx: Context, source: str, files: list[str], x: Any) -> Any:
+    """Download the version's files over the artifact route (as a client would) and load them."""
+    import mlflow.pyfunc
+
+    base = urlsplit(source).path.strip("/")
+    with tempfile.TemporaryDirectory(prefix="hokusai-verify-") as scratch:
+        for name in files:
+            response = ctx.http.get(f"{ARTIFACTS}/{quote(base)}/{quote(name)}", headers=ctx.auth())
+            expect(response, "artifact", f"download {name}")
+            target = Path(scratch, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(response.content)
+        return mlflow.pyfunc.load_model(scratch).predict(x)
+
+
+def clean_up(ctx: Context) -> str:
+    """Delete the model, the runs, their artifacts and the scratch experiment (unless ``--keep``)."""
+    if ctx.keep:
+        return f"kept {ctx.name!r} (--keep)"
+    done: list[str] = []
+    h = ctx.auth()
+    if ctx.http.request(
+        "DELETE", f"{API}/registered-models/delete", json={"name": ctx.name}, headers=h
+    ).is_success:
+        done.append("model")
+    if ctx.experiment_id is not None:
+        runs = ctx.http.post(f"{API}/runs/search", json={"experiment_ids": [ctx.experiment_id]}, headers=h)
+        for run in runs.json().get("runs", []) if runs.is_success else []:
+            run_id = run["info"]["run_id"]
+            ctx.http.delete(f"{ARTIFACTS}/{ctx.experiment_id}/{run_id}", headers=h)
+            ctx.http.post(f"{API}/runs/delete", json={"run_id": run_id}, headers=h)
+            done.append(f"run {run_id[:8]}")
+        ctx.http.delete(f"{ARTIFACTS}/{ctx.experiment_id}", headers=h)
+        gone = ctx.http.post(
+            f"{API}/experiments/delete", json={"experiment_id": ctx.experiment_id}, headers=h
+        )
+        if gone.is_success:
+            done.append("experiment")
+    return "deleted " + (", ".join(done) or "nothing")
+
+
+CheckFn = Callable[[Context], "str | tuple[str, dict[str, float]]"]
