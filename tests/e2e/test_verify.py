@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.services import CLI, VENV_BIN, Registry, free_port, run_registry, stop, wait_for_health
+from tests.services import CLI, VENV_BIN, Registry, free_port, run_registry, run_stock_mlflow
 
 PREFIX = "hokusai-verify-"
 
@@ -130,20 +130,9 @@ def test_no_key_is_bad_usage(tmp_path: Path) -> None:
 @pytest.fixture
 def stock_mlflow(tmp_path: Path) -> Iterator[str]:
     """Stock MLflow with no authentication and no artifact serving: F12 and F1 at once."""
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with (tmp_path / "mlflow.log").open("w") as log:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "mlflow"), "server", "--no-serve-artifacts", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path}/db.sqlite",
-             "--default-artifact-root", str(tmp_path / "mlruns")],
-            stdout=log, stderr=subprocess.STDOUT, env=env, text=True, start_new_session=True, cwd=tmp_path,
-        )  # fmt: skip
-    try:
-        wait_for_health(f"http://127.0.0.1:{port}", proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    args = ("--no-serve-artifacts", "--default-artifact-root", str(tmp_path / "mlruns"))
+    with run_stock_mlflow(tmp_path, *args) as url:
+        yield url
 
 
 def test_stock_mlflow_without_auth_or_artifacts(stock_mlflow: str, tmp_path: Path) -> None:
