@@ -103,7 +103,11 @@ def test_key_of_a_deleted_user(registry: Registry) -> None:
     assert deleted.status_code == 200, deleted.text
     time.sleep(5)  # the revocation bound: caches on every worker have expired by now
     response, name = attempt_create(registry, {"Authorization": f"Bearer {key}"})
-    assert_refused_and_nothing_written(registry, response, name, "no longer exists", key)
+    assert_refused_and_nothing_written(registry, response, name, "was revoked", key)  # with its user
+    registry.create_key("short-lived-user")  # the name is taken again: the old key must stay dead
+    time.sleep(2.5)
+    response, name = attempt_create(registry, {"Authorization": f"Bearer {key}"})
+    assert_refused_and_nothing_written(registry, response, name, "was revoked", key)
 
 
 def test_keys_never_appear_in_the_log(registry: Registry) -> None:
@@ -125,3 +129,15 @@ def test_keys_never_appear_in_the_log(registry: Registry) -> None:
     assert writes and writes[-1]["user"] == "audited" and writes[-1]["status"] == 200
     assert set(writes[-1]) == {"time", "key_id", "user", "method", "path", "status", "duration_ms"}
     assert any(a["status"] == 401 and a["key_id"] is None for a in audit)
+
+
+def test_a_read_keys_refused_write_is_audited_with_its_key_id(registry: Registry) -> None:
+    created = json.loads(
+        registry.cli("keys", "create", "--user", "audited-reader", "--scope", "read", "--json").stdout
+    )
+    response, _ = attempt_create(registry, {"Authorization": f"Bearer {created['key']}"})
+    assert response.status_code == 403
+    time.sleep(0.5)
+    audit = [json.loads(line) for line in registry.log().splitlines() if line.startswith('{"time"')]
+    refused = [a for a in audit if a["key_id"] == created["id"]]
+    assert refused and refused[-1]["status"] == 403 and refused[-1]["user"] == "audited-reader"

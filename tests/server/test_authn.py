@@ -54,6 +54,16 @@ def test_refuses_with_a_reason_and_never_echoes_the_key(headers: dict[str, str],
             assert token not in refused.value.message
 
 
+def test_a_key_sent_without_a_scheme_is_not_quoted_back() -> None:
+    with pytest.raises(Refusal) as refused:
+        extract_key({"authorization": KEY})
+    assert "unsupported authorization scheme" in refused.value.message
+    assert "hk_live_" not in refused.value.message
+    with pytest.raises(Refusal) as named:
+        extract_key({"authorization": "Digest abc"})
+    assert "'Digest'" in named.value.message
+
+
 def test_read_scope_may_search_but_not_write() -> None:
     reader = Principal("k_1", "u", "read")
     check_scope(reader, "POST", "/api/2.0/mlflow/runs/search")

@@ -32,7 +32,6 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
 
     settings = Settings()
     mlflow_auth.auth_config = mlflow_auth.auth_config._replace(authorization_function=AUTHORIZATION_FUNCTION)
-    mlflow_auth.store = CachedAuthStore(mlflow_auth.store, settings.cache_ttl_seconds)
 
     external = None
     if settings.auth_url:
@@ -43,7 +42,10 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
             settings.auth_timeout_seconds,
         )
     keys = KeyStore(mlflow_auth.auth_config.database_uri, settings.hash_secret())
-    authenticator = Authenticator(keys, settings.hash_secret(), settings.cache_ttl_seconds, external)
+    mlflow_auth.store = CachedAuthStore(
+        mlflow_auth.store, settings.cache_ttl_seconds, on_user_deleted=keys.revoke_all
+    )
+    authenticator = Authenticator(keys, settings.cache_ttl_seconds, external)
     authn.install(authenticator)
 
     asgi_app = mlflow_auth.create_app(app or mlflow_flask_app)

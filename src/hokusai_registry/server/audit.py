@@ -20,7 +20,7 @@ def configure() -> None:
 
 
 def should_record(is_write: bool, status: int) -> bool:
-    return is_write or status in (401, 403) or status == 503
+    return is_write or status in (401, 403, 503)
 
 
 def record(

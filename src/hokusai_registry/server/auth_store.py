@@ -30,8 +30,9 @@ _WRITE_PREFIXES = (
 
 
 class CachedAuthStore:
-    def __init__(self, store: Any, ttl: float) -> None:
+    def __init__(self, store: Any, ttl: float, on_user_deleted: Callable[[str], None]) -> None:
         self._store = store
+        self._on_user_deleted = on_user_deleted
         self._cache: TTLCache[tuple[Any, ...], Any] = TTLCache(maxsize=50_000, ttl=max(ttl, 1e-6))
         self._lock = threading.Lock()
         self._epoch: int | None = None
@@ -41,6 +42,11 @@ class CachedAuthStore:
         if name.startswith(_WRITE_PREFIXES) and callable(attribute):
             return self._bumping(attribute)
         return attribute
+
+    def delete_user(self, username: str) -> None:
+        """Delete the user and revoke its keys: a user created later under the name gets none of them."""
+        self._bumping(self._store.delete_user)(username)
+        self._on_user_deleted(username)
 
     def get_user(self, username: str) -> User:
         user: User = self._cached(("user", username), lambda: self._store.get_user(username))

@@ -28,7 +28,7 @@ from werkzeug.datastructures import Authorization
 from hokusai_registry.server import policy
 from hokusai_registry.server.context import Principal, current_principal
 from hokusai_registry.server.external import ExternalKeyService, KeyServiceDown
-from hokusai_registry.server.keys import ApiKey, KeyStore, hash_key, looks_like_key, utcnow
+from hokusai_registry.server.keys import ApiKey, KeyStore, looks_like_key, utcnow
 
 REALM = 'Basic realm="hokusai-registry"'
 HOW_TO_SEND = (
@@ -77,7 +77,9 @@ def extract_key(headers: Mapping[str, str]) -> str:
             except (binascii.Error, UnicodeDecodeError):
                 raise unauthenticated("malformed Basic credentials: expected base64 of 'user:key'") from None
         else:
-            raise unauthenticated(f"unsupported authorization scheme {scheme[:20]!r}: {HOW_TO_SEND}")
+            # Quote the scheme only when it cannot be a key sent without one.
+            named = f" {scheme!r}" if scheme.isalpha() and len(scheme) <= 10 else ""
+            raise unauthenticated(f"unsupported authorization scheme{named}: {HOW_TO_SEND}")
     if not key:
         raise unauthenticated(f"empty API key: {HOW_TO_SEND}")
     if not looks_like_key(key):
@@ -92,27 +94,25 @@ class Authenticator:
     re-checked against the database.
     """
 
-    def __init__(
-        self, keys: KeyStore, secret: bytes, ttl: float, external: ExternalKeyService | None = None
-    ) -> None:
+    def __init__(self, keys: KeyStore, ttl: float, external: ExternalKeyService | None = None) -> None:
         self._keys = keys
-        self._secret = secret
         self._external = external
         self._cache: TTLCache[str, ApiKey] = TTLCache(maxsize=10_000, ttl=max(ttl, 1e-6))
         self._lock = threading.Lock()
 
-    def from_cache(self, key: str) -> Principal | None:
+    def digest(self, key: str) -> str:
+        return self._keys.digest(key)
+
+    def from_cache(self, digest: str) -> Principal | None:
         """The principal if every fact about the key is cached and fresh, else None (ask `resolve`)."""
-        digest = hash_key(key, self._secret)
         with self._lock:
             record = self._cache.get(digest)
         if record is not None:
             return self._check(record)
         return self._external.cached(digest) if self._external else None
 
-    def resolve(self, key: str) -> Principal:
+    def resolve(self, key: str, digest: str) -> Principal:
         """The principal for a key, from the database or the external service; raises Refusal."""
-        digest = hash_key(key, self._secret)
         record = self._keys.find_by_hash(digest)
         if record is None:
             return self._resolve_external(key, digest)
@@ -150,8 +150,10 @@ class Authenticator:
             self._keys.touch(record.id, now)
 
 
-def check_scope(principal: Principal, method: str, path: str) -> None:
-    if principal.scope == "read" and policy.is_write(method, path):
+def check_scope(principal: Principal, method: str, path: str, *, writes: bool | None = None) -> None:
+    if writes is None:
+        writes = policy.is_write(method, path)
+    if principal.scope == "read" and writes:
         raise Refusal(
             403,
             f"API key {principal.key_id} has scope 'read'; {method} {path} changes data and needs a "
@@ -180,7 +182,8 @@ def authorization_function() -> Authorization | Response:
         headers = {name.lower(): value for name, value in request.headers.items()}
         try:
             key = extract_key(headers)
-            principal = _authenticator.from_cache(key) or _authenticator.resolve(key)
+            digest = _authenticator.digest(key)
+            principal = _authenticator.from_cache(digest) or _authenticator.resolve(key, digest)
             check_scope(principal, request.method, request.path)
         except Refusal as refusal:
             return Response(refusal.body(), refusal.status, refusal.response_headers())

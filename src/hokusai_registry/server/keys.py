@@ -164,13 +164,27 @@ class KeyStore:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another worker created it first
                 raise
 
+    def digest(self, key: str) -> str:
+        return hash_key(key, self._secret)
+
     def find_by_hash(self, digest: str) -> ApiKey | None:
-        """The record whose stored hash is ``digest``, compared in constant time."""
+        """The record whose stored hash is ``digest``.
+
+        The look-up compares HMACs, not keys: its timing tells an attacker nothing about any key,
+        since they cannot compute the HMAC without the server secret.
+        """
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest)).first()
-        if row is None or not hmac.compare_digest(row.key_hash, digest):
-            return None
-        return ApiKey.from_row(row)
+        return None if row is None else ApiKey.from_row(row)
+
+    def revoke_all(self, username: str) -> None:
+        """Revoke every key of a user, so a user created again later under the same name gets none."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                api_keys.update()
+                .where(api_keys.c.username == username, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
 
     def touch(self, key_id: str, when: datetime) -> None:
         with self._engine.begin() as conn:

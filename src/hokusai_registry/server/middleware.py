@@ -33,6 +33,7 @@ class ApiKeyMiddleware:
             return
         started = time.perf_counter()
         method, path = scope.get("method", "GET"), scope["path"]
+        writes = policy.is_write(method, path)
         principal: Principal | None = None
         status = 500
 
@@ -44,18 +45,19 @@ class ApiKeyMiddleware:
 
         try:
             try:
-                principal = await self._authenticate(scope, method, path)
+                principal = await self._authenticate(scope)
+                check_scope(principal, method, path, writes=writes)
             except Refusal as refusal:
                 status = refusal.status
                 await _refuse(scope, send, refusal)
                 return
-            token = current_request.set(RequestState(principal, read_only=not policy.is_write(method, path)))
+            token = current_request.set(RequestState(principal, read_only=not writes))
             try:
                 await self.app(scope, receive, send_and_note_status)
             finally:
                 current_request.reset(token)
         finally:
-            if audit.should_record(policy.is_write(method, path), status):
+            if audit.should_record(writes, status):
                 audit.record(
                     key_id=principal.key_id if principal else None,
                     user=principal.username if principal else None,
@@ -65,15 +67,15 @@ class ApiKeyMiddleware:
                     duration_ms=(time.perf_counter() - started) * 1000,
                 )
 
-    async def _authenticate(self, scope: Scope, method: str, path: str) -> Principal:
+    async def _authenticate(self, scope: Scope) -> Principal:
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
         key = extract_key(headers)
-        principal = self.authenticator.from_cache(key)
+        digest = self.authenticator.digest(key)
+        principal = self.authenticator.from_cache(digest)
         if principal is None:  # a database or key-service round trip: keep it off the event loop
-            principal = await anyio.to_thread.run_sync(self.authenticator.resolve, key)
-        check_scope(principal, method, path)
+            principal = await anyio.to_thread.run_sync(self.authenticator.resolve, key, digest)
         return principal
 
 

@@ -1,9 +1,9 @@
 """Our tables in the auth database: API keys, and the auth epoch.
 
-The epoch is one counter bumped by every change to users, permissions or keys. Each worker reads it
-once per request and drops its auth caches when it moved, so a grant created on one worker is seen
-by the next request on any other (the stock client creates a model and at once adds a version,
-often on another worker), while unchanged data is served from memory.
+The epoch is one counter bumped by every write through MLflow's auth store (users, permissions).
+Each worker reads it once per request and drops its auth caches when it moved, so a grant created
+on one worker is seen by the next request on any other (the stock client creates a model and at
+once adds a version, often on another worker), while unchanged data is served from memory.
 """
 
 from __future__ import annotations

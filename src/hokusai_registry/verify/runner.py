@@ -77,7 +77,7 @@ def run_one(ctx: Context, check_id: str, title: str, fn: Callable[[Context], Any
 def table(results: list[CheckResult], running: str | None) -> Table:
     grid = Table("check", "status", "ms", "detail / diagnosis", expand=True)
     for r in results:
-        text = r.detail + (
+        text = escape(r.detail) + (
             f"\n[bold]{escape(r.diagnosis)}[/bold]\nfix: {escape(r.fix)}" if r.diagnosis else ""
         )
         grid.add_row(r.title, f"[{STYLE[r.status]}]{r.status}[/]", f"{r.duration_ms:.0f}", text)
