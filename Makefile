@@ -24,6 +24,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/mypy src
+	$(BIN)/hadolint deploy/Dockerfile
 
 # The tests start what they need themselves: PostgreSQL (a throw-away cluster) and moto's S3 server.
 test: lint

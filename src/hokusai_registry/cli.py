@@ -17,6 +17,8 @@ from hokusai_registry.settings import ConfigError, Settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
 app.add_typer(keys_app, name="keys")
+deploy_app = typer.Typer(no_args_is_help=True, help="Deploy a new registry image.")
+app.add_typer(deploy_app, name="deploy")
 err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
@@ -252,6 +254,40 @@ def verify(
     verdict = "[green]PASSED[/green]" if report.passed else "[red]FAILED[/red]"
     err.print(f"verify {verdict} in {report.duration_ms / 1000:.1f} s", highlight=False)
     raise typer.Exit(0 if report.passed else 1)
+
+
+@deploy_app.command("ecs")
+def deploy_ecs(
+    cluster: Annotated[str, typer.Option(help="ECS cluster name or ARN")],
+    service: Annotated[str, typer.Option(help="ECS service name or ARN")],
+    image: Annotated[str, typer.Option(help="Image URI to deploy (prefer an immutable tag or digest)")],
+    region: Annotated[str | None, typer.Option(help="AWS region [env: AWS_REGION]")] = None,
+    container: Annotated[str | None, typer.Option(help="Container to update [default: essential]")] = None,
+    url: Annotated[str | None, typer.Option(help="Registry URL to verify after the rollout")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Write key for verify [env: HOKUSAI_API_KEY]")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each rollout")] = 600.0,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan and change nothing")] = False,
+) -> None:
+    """New task-definition revision with IMAGE, rollout, verify; rolls back when rollout or verify fails.
+
+    Exit 0 when deployed, 1 when the rollout or verify failed (after rolling back), 2 when preflight or the
+    plan refused (nothing changed).
+    """
+    import os
+
+    from rich.markup import escape
+
+    from hokusai_registry.deploy import Deployer, DeployError, deploy
+
+    try:
+        deploy(
+            Deployer(region, console=err), cluster=cluster, service=service, image=image,
+            container=container, url=url, api_key=api_key or os.environ.get("HOKUSAI_API_KEY"),
+            timeout=timeout, dry_run=dry_run,
+        )  # fmt: skip
+    except DeployError as exc:
+        suffix = "" if exc.changed else " (nothing changed)"
+        raise fail(f"{exc.step}: {escape(str(exc))}{suffix}", 1 if exc.changed else 2) from None
 
 
 def main() -> None:

@@ -1,0 +1,354 @@
+"""Deploy a new image to an ECS service: a new task-definition revision, a watched rollout, verify, rollback.
+
+The planning functions at the top are pure (dicts in, dicts out); :class:`Deployer` makes the AWS calls,
+all through boto3, so ``AWS_ENDPOINT_URL`` points every one of them at an emulator.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from hokusai_registry.settings import SERVED_ARTIFACT_ROOT
+
+# What register_task_definition accepts; describe_task_definition adds read-only fields
+# (taskDefinitionArn, revision, status, requiresAttributes, compatibilities, registeredAt, ...).
+REGISTRABLE = (
+    "family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions", "volumes",
+    "placementConstraints", "requiresCompatibilities", "cpu", "memory", "pidMode", "ipcMode",
+    "proxyConfiguration", "inferenceAccelerators", "ephemeralStorage", "runtimePlatform",
+)  # fmt: skip
+FALSE = {"0", "false", "no", "off"}
+NO_SERVE, ROOT_FLAG = "--no-serve-artifacts", "--default-artifact-root"
+
+Service = dict[str, Any]
+Describe = Callable[[str, str], Service]
+VerifyFn = Callable[[str, str], tuple[bool, str]]
+
+
+class DeployError(Exception):
+    """A deploy step failed; ``step`` names it, ``changed`` says whether AWS state was modified."""
+
+    def __init__(self, step: str, message: str, *, changed: bool = False) -> None:
+        super().__init__(message)
+        self.step, self.changed = step, changed
+
+
+# --- pure planning -------------------------------------------------------------------------------------
+
+
+def pick_container(definition: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """The container to update: the one named, else the only one, else the first essential one."""
+    containers: list[dict[str, Any]] = definition.get("containerDefinitions") or []
+    if not containers:
+        raise DeployError("plan", "the current task definition has no containers")
+    if name:
+        for container in containers:
+            if container.get("name") == name:
+                return container
+        names = ", ".join(str(c.get("name")) for c in containers)
+        raise DeployError("plan", f"no container named {name!r} in the task definition (have: {names})")
+    essential = [c for c in containers if c.get("essential", True)]
+    return (essential or containers)[0]
+
+
+def derive_task_definition(
+    current: dict[str, Any], image: str, container: str | None = None
+) -> dict[str, Any]:
+    """register_task_definition arguments: the current definition's registrable fields, new image."""
+    new = {key: _copy(current[key]) for key in REGISTRABLE if current.get(key) not in (None, [], {})}
+    target = pick_container(new, container)
+    target["image"] = image
+    return new
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def command_line(container: dict[str, Any]) -> list[str]:
+    """entryPoint + command as one argv (either may be missing: then the image's own applies)."""
+    return [*(container.get("entryPoint") or []), *(container.get("command") or [])]
+
+
+def artifact_serving_problems(container: dict[str, Any]) -> list[str]:
+    """Why this container would not serve artifacts; empty when it does (or leaves it to the default)."""
+    problems: list[str] = []
+    argv = [word for part in command_line(container) for word in _split(part)]
+    for i, word in enumerate(argv):
+        if word == NO_SERVE:
+            problems.append(f"the command passes {NO_SERVE}")
+        root = None
+        if word.startswith(ROOT_FLAG + "="):
+            root = word.split("=", 1)[1]
+        elif word == ROOT_FLAG and i + 1 < len(argv):
+            root = argv[i + 1]
+        if root is not None and root.rstrip("/") != SERVED_ARTIFACT_ROOT.rstrip("/"):
+            problems.append(f"the command sets {ROOT_FLAG} {root} (must be {SERVED_ARTIFACT_ROOT})")
+    env = {e.get("name"): str(e.get("value", "")) for e in container.get("environment") or []}
+    if env.get("HOKUSAI_REGISTRY_SERVE_ARTIFACTS", "").strip().lower() in FALSE:
+        problems.append("the environment sets HOKUSAI_REGISTRY_SERVE_ARTIFACTS=false")
+    root_env = env.get("HOKUSAI_REGISTRY_DEFAULT_ARTIFACT_ROOT")
+    if root_env and root_env.rstrip("/") != SERVED_ARTIFACT_ROOT.rstrip("/"):
+        problems.append(f"the environment sets HOKUSAI_REGISTRY_DEFAULT_ARTIFACT_ROOT={root_env}")
+    return problems
+
+
+def _split(part: str) -> list[str]:
+    """A shell-form command ("sh -c '... --no-serve-artifacts'") hides flags in one string: split it."""
+    try:
+        return shlex.split(part) if " " in part else [part]
+    except ValueError:
+        return part.split()
+
+
+def command_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Unified diff of image, entryPoint+command and environment; empty lines mean no change there."""
+
+    def lines(c: dict[str, Any]) -> list[str]:
+        env = sorted(f"env {e.get('name')}={e.get('value', '')}" for e in c.get("environment") or [])
+        return [f"image {c.get('image')}", f"command {shlex.join(command_line(c))}", *env]
+
+    return list(difflib.unified_diff(lines(old), lines(new), "current", "new", lineterm="", n=1))
+
+
+def rollout_status(service: Service, target_arn: str) -> tuple[str, str]:
+    """("completed" | "failed" | "in_progress", why) for the rollout of ``target_arn``.
+
+    Completed when the PRIMARY deployment runs the target and either reports rolloutState COMPLETED or is
+    the only deployment with runningCount == desiredCount; failed when it reports FAILED.
+    """
+    deployments: list[dict[str, Any]] = service.get("deployments") or []
+    primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
+    if primary is None or primary.get("taskDefinition") != target_arn:
+        shown = primary.get("taskDefinition") if primary else "none"
+        return "in_progress", f"waiting for a PRIMARY deployment of {short(target_arn)} (now {short(shown)})"
+    state = primary.get("rolloutState")
+    running, desired = primary.get("runningCount", 0), primary.get("desiredCount", 0)
+    counts = f"running {running}/{desired}, {len(deployments)} deployment(s)"
+    if primary.get("failedTasks"):
+        counts += f", {primary['failedTasks']} failed task(s)"
+    if state == "FAILED":
+        return "failed", f"rollout FAILED: {primary.get('rolloutStateReason') or counts}"
+    if state == "COMPLETED" or (state is None and len(deployments) == 1 and running == desired):
+        return "completed", counts
+    return "in_progress", f"{state or 'IN_PROGRESS'}: {counts}"
+
+
+def short(arn: str | None) -> str:
+    """family:revision from a task-definition ARN."""
+    return (arn or "?").rsplit("/", 1)[-1]
+
+
+@dataclass
+class Plan:
+    cluster: str
+    service: str
+    current_arn: str
+    family: str
+    current_revision: int
+    container: str
+    old_image: str
+    new_image: str
+    definition: dict[str, Any]
+    diff: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"cluster      {self.cluster}",
+            f"service      {self.service}",
+            f"container    {self.container}",
+            f"old image    {self.old_image}",
+            f"new image    {self.new_image}",
+            f"revision     {self.family}:{self.current_revision} -> {self.family}:{self.current_revision + 1}"
+            " (new revision, derived from the current one)",
+        ]
+        if self.old_image == self.new_image:
+            out.append("note         same image: the new revision re-pulls the tag (prefer an immutable tag)")
+        return [*out, "diff:", *(self.diff or ["  (only the revision changes)"])]
+
+
+def make_plan(cluster: str, service: str, current: dict[str, Any], image: str, container: str | None) -> Plan:
+    """The whole plan from the described current task definition; refuses when serving would be off."""
+    definition = derive_task_definition(current, image, container)
+    new_container = pick_container(definition, container)
+    old_container = pick_container(current, new_container.get("name"))
+    if problems := artifact_serving_problems(new_container):
+        raise DeployError(
+            "plan",
+            "refusing to deploy: the container would not serve artifacts ("
+            + "; ".join(problems)
+            + "); clients upload models through the registry, so every upload would fail",
+        )
+    return Plan(
+        cluster=cluster,
+        service=service,
+        current_arn=current["taskDefinitionArn"],
+        family=current["family"],
+        current_revision=int(current.get("revision", 0)),
+        container=str(new_container.get("name")),
+        old_image=str(old_container.get("image")),
+        new_image=image,
+        definition=definition,
+        diff=command_diff(old_container, new_container),
+    )
+
+
+# --- AWS -----------------------------------------------------------------------------------------------
+
+
+class Deployer:
+    """The AWS side: boto3 clients (endpoint from AWS_ENDPOINT_URL when set), each step one method."""
+
+    def __init__(
+        self,
+        region: str | None = None,
+        *,
+        describe: Describe | None = None,
+        poll_seconds: float = 5.0,
+        console: Console | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        import boto3
+
+        session = boto3.session.Session(region_name=region)
+        self.ecs = session.client("ecs")
+        self.sts = session.client("sts")
+        self.describe: Describe = describe or self.describe_service
+        self.poll_seconds, self.sleep = poll_seconds, sleep
+        self.console = console or Console(stderr=True)
+
+    def describe_service(self, cluster: str, service: str) -> Service:
+        answer = self.ecs.describe_services(cluster=cluster, services=[service])
+        for found in answer.get("services", []):
+            return dict(found)
+        reasons = "; ".join(f"{f.get('arn')}: {f.get('reason')}" for f in answer.get("failures", []))
+        raise DeployError("preflight", f"service {service!r} not found in cluster {cluster!r} ({reasons})")
+
+    def preflight(self, cluster: str, service: str) -> dict[str, Any]:
+        """Credentials, cluster, ACTIVE service, readable current task definition; changes nothing."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        step = "credentials"
+        try:
+            who = self.sts.get_caller_identity()
+            self.console.print(f"[dim]AWS identity {who.get('Arn')}[/dim]", highlight=False)
+            step = "cluster"
+            clusters = self.ecs.describe_clusters(clusters=[cluster]).get("clusters", [])
+            if not clusters or clusters[0].get("status") != "ACTIVE":
+                raise DeployError("preflight", f"cluster {cluster!r} not found (or not ACTIVE)")
+            step = "service"
+            found = self.describe_service(cluster, service)
+            if found.get("status") != "ACTIVE":
+                raise DeployError(
+                    "preflight", f"service {service!r} is {found.get('status')}, not ACTIVE, in {cluster!r}"
+                )
+            step = "task definition"
+            arn = found["taskDefinition"]
+            current = self.ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+        except (BotoCoreError, ClientError) as exc:
+            hint = " (check AWS credentials/profile and region)" if step == "credentials" else ""
+            raise DeployError("preflight", f"{step} check failed: {exc}{hint}") from None
+        return dict(current)
+
+    def register(self, plan: Plan) -> str:
+        answer = self.ecs.register_task_definition(**plan.definition)
+        return str(answer["taskDefinition"]["taskDefinitionArn"])
+
+    def point_service_at(self, plan: Plan, arn: str) -> None:
+        self.ecs.update_service(cluster=plan.cluster, service=plan.service, taskDefinition=arn)
+
+    def wait(self, plan: Plan, arn: str, timeout: float) -> tuple[bool, str]:
+        """Poll until the rollout of ``arn`` completes, fails or ``timeout`` passes, with a live status."""
+        deadline = time.monotonic() + timeout
+        state, why = "in_progress", "not polled yet"
+        with self.console.status(f"rolling out {short(arn)}…") as status:
+            while True:
+                state, why = rollout_status(self.describe(plan.cluster, plan.service), arn)
+                status.update(f"rolling out {short(arn)}: {escape(why)}")
+                if state != "in_progress":
+                    break
+                if time.monotonic() >= deadline:
+                    return False, f"rollout of {short(arn)} not complete after {timeout:g}s ({why})"
+                self.sleep(min(self.poll_seconds, max(0.0, deadline - time.monotonic())))
+        self.console.print(f"rollout of {short(arn)}: {state} ({why})", highlight=False)
+        return state == "completed", why
+
+
+def verify_in_process(url: str, api_key: str) -> tuple[bool, str]:
+    """Run ``hokusai-registry verify`` in this process; (passed, which checks failed)."""
+    from hokusai_registry.verify import Context, verify
+
+    report = verify(Context(url, api_key, large_mb=1), console=Console(stderr=True))
+    failed = [f"{c.title}: {c.diagnosis or c.detail}" for c in report.checks if c.status == "fail"]
+    return report.passed, "; ".join(failed) or "all checks passed"
+
+
+def deploy(
+    deployer: Deployer,
+    *,
+    cluster: str,
+    service: str,
+    image: str,
+    container: str | None = None,
+    url: str | None = None,
+    api_key: str | None = None,
+    timeout: float = 600.0,
+    dry_run: bool = False,
+    verify_fn: VerifyFn = verify_in_process,
+) -> Plan:
+    """Preflight, plan, (unless dry run) register + update + wait + verify; roll back on failure.
+
+    Raises DeployError naming the failed step; when it rolled back, the message says so.
+    """
+    console = deployer.console
+    if url and not api_key:
+        raise DeployError("preflight", "--url needs --api-key (or HOKUSAI_API_KEY) to run verify")
+    current = deployer.preflight(cluster, service)
+    plan = make_plan(cluster, service, current, image, container)
+    _print(console, "plan", plan.lines())
+    if dry_run:
+        console.print("[yellow]dry run:[/yellow] nothing changed")
+        return plan
+
+    new_arn = deployer.register(plan)
+    console.print(f"registered {short(new_arn)}", highlight=False)
+    deployer.point_service_at(plan, new_arn)
+    console.print(f"service {service} now points at {short(new_arn)}", highlight=False)
+    ok, why = deployer.wait(plan, new_arn, timeout)
+    failed_step = "" if ok else "rollout"
+    if ok and url and api_key:
+        console.print(f"verifying {url}", highlight=False)
+        ok, why = verify_fn(url, api_key)
+        failed_step = "" if ok else "verify"
+    if ok:
+        console.print(f"[green]deployed[/green] {plan.new_image} as {short(new_arn)}", highlight=False)
+        return plan
+
+    previous = short(plan.current_arn)
+    console.print(f"[red]{failed_step} failed:[/red] {escape(why)}; rolling back to {previous}")
+    deployer.point_service_at(plan, plan.current_arn)
+    back, back_why = deployer.wait(plan, plan.current_arn, timeout)
+    rolled = (
+        f"rolled back to {short(plan.current_arn)}"
+        if back
+        else f"rollback to {short(plan.current_arn)} did not complete ({back_why}); check the service now"
+    )
+    raise DeployError(failed_step, f"{failed_step} failed: {why}; {rolled}", changed=True)
+
+
+def _print(console: Console, title: str, lines: Iterable[str]) -> None:
+    console.print(f"[bold]{title}[/bold]")
+    for line in lines:
+        console.print(f"  {escape(line)}", highlight=False)
