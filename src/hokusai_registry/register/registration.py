@@ -25,12 +25,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from hokusai_registry.register import fallback, metadata, source
 from hokusai_registry.register.client import API, RegistryClient
 from hokusai_registry.register.errors import ArtifactServingDisabled, RegistrationError, RoundTripMismatch
 from hokusai_registry.register.files import FileRecord, manifest
 from hokusai_registry.register.progress import TransferProgress
 from hokusai_registry.register.retry import RetryPolicy
+from hokusai_registry.register.translate import error_body
 
 FALLBACK_EXPERIMENT = "hokusai-models"
 CLEANUP_RETRY = RetryPolicy(budget_seconds=15)
@@ -119,7 +122,7 @@ class _Flow:
         response = c.request("experiment", "GET", by_name, params={"experiment_name": name})
         if response.status_code == 404:
             created = c.request("experiment", "POST", f"{API}/experiments/create", json={"name": name})
-            if created.status_code != 400:  # 400 RESOURCE_ALREADY_EXISTS: a retried create that landed
+            if not _already_exists(created):  # a retried create that landed, or a concurrent one
                 c.ok("experiment", created, f"{API}/experiments/create")
             response = c.request("experiment", "GET", by_name, params={"experiment_name": name})
         found = c.ok("experiment", response, by_name)["experiment"]
@@ -187,7 +190,7 @@ class _Flow:
     def create_version(self, run_model_uri: str) -> str:
         c, name = self.client, self.meta.name
         created = c.request("register", "POST", f"{API}/registered-models/create", json={"name": name})
-        if created.status_code != 400:  # 400 RESOURCE_ALREADY_EXISTS: a new version of an existing model
+        if not _already_exists(created):  # else: a new version of an existing model
             c.ok("register", created, f"{API}/registered-models/create")
             self.created_model = True
         tags = [{"key": k, "value": v} for k, v in self.meta.version_tags().items()]
@@ -237,6 +240,15 @@ class _Flow:
                     "no hokusai_status tag: delete it in the MLflow UI or with "
                     "MlflowClient().delete_model_version."
                 )
+            elif self.created_model:
+                gone = c.request(
+                    "clean_up", "DELETE", f"{API}/registered-models/delete", json={"name": self.meta.name}
+                ).is_success
+                notes.append(
+                    "No model version was created; the empty registered model was deleted."
+                    if gone
+                    else f"No model version was created; delete the empty model {self.meta.name!r}."
+                )
             elif self.run_id is not None:
                 notes.append("No model version was created.")
             if self.run_id is not None:
@@ -250,6 +262,10 @@ class _Flow:
     def end_run(self, client: RegistryClient, status: str) -> None:
         body = {"run_id": self.run_id, "status": status, "end_time": _now_ms()}
         client.call("finish", "POST", f"{API}/runs/update", json=body)
+
+
+def _already_exists(response: httpx.Response) -> bool:
+    return response.status_code == 400 and error_body(response.text)[0] == "RESOURCE_ALREADY_EXISTS"
 
 
 def _now_ms() -> int:
