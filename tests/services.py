@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -173,10 +174,22 @@ def run_postgres() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def s3_client(env: dict[str, str]) -> Any:
+    """A boto3 S3 client for the emulator that ``run_s3`` yields the environment of."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
+
+
 @contextmanager
 def run_s3(bucket: str = "registry-artifacts") -> Iterator[dict[str, str]]:
     """moto's S3 in server mode on loopback; yields the environment a server process needs to use it."""
-    import boto3
     from moto.server import ThreadedMotoServer
 
     port = free_port()
@@ -190,13 +203,7 @@ def run_s3(bucket: str = "registry-artifacts") -> Iterator[dict[str, str]]:
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
     }
     try:
-        boto3.client(
-            "s3",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        ).create_bucket(Bucket=bucket)
+        s3_client(env).create_bucket(Bucket=bucket)
         yield env
     finally:
         server.stop()

@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
 
-from tests.services import Registry, run_postgres, run_registry, run_s3
+from tests.services import Registry, run_postgres, run_registry, run_s3, s3_client
 
 FLOW = Path(__file__).with_name("client_flow.py")
 
@@ -66,13 +65,7 @@ def test_s3_artifact_destination(tmp_path: Path) -> None:
     ):
         # The client has no AWS credentials or endpoint: it only talks to the registry.
         result = run_client_flow(registry, registry.create_key("s3-user"), "flow-s3")
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=s3_env["AWS_ENDPOINT_URL"],
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
+        s3 = s3_client(s3_env)
         stored = [o["Key"] for o in s3.list_objects_v2(Bucket="registry-artifacts")["Contents"]]
     assert_flow_worked(result)
     assert any(k.startswith("prod/") and k.endswith("/MLmodel") for k in stored), stored

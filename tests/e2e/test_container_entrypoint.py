@@ -12,11 +12,10 @@ import secrets
 import subprocess
 from pathlib import Path
 
-import boto3
 import pytest
 
 from tests.e2e.test_verify import run_verify
-from tests.services import VENV_BIN, free_port, run_postgres, run_s3, stop, wait_for_health
+from tests.services import VENV_BIN, free_port, run_postgres, run_s3, s3_client, stop, wait_for_health
 
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "deploy" / "entrypoint.sh"
 REQUIRED = (
@@ -63,13 +62,7 @@ def test_entrypoint_serves_a_registry_that_verify_passes(tmp_path: Path) -> None
     given_secrets = {name: secrets.token_urlsafe(32) for name in SECRETS}
     log_path = tmp_path / "entrypoint.log"
     with run_postgres() as pg_uri, run_s3("registry-artifacts") as s3_env:
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=s3_env["AWS_ENDPOINT_URL"],
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
+        s3 = s3_client(s3_env)
         # verify deletes what it uploads; with versioning the deleted objects stay listable.
         s3.put_bucket_versioning(Bucket="registry-artifacts", VersioningConfiguration={"Status": "Enabled"})
         env = (
