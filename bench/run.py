@@ -3,10 +3,13 @@
 Run by hand from the repository root; each command starts the servers and prints Markdown tables:
 
     .venv/bin/python bench/run.py requests [--rounds 3] [--seconds 8]       # wrk: registered-models/get
+    .venv/bin/python bench/run.py cpu [--rounds 3] [--seconds 8]            # worker CPU ms per request
     .venv/bin/python bench/run.py artifacts [--artifact-rounds 2] [--mib 256]  # PUT/GET via the server
     .venv/bin/python bench/run.py registration [--runs 20]                  # client log + register
     .venv/bin/python bench/run.py profile [--profile-seconds 10]            # py-spy on our worker
-    .venv/bin/python bench/run.py all                                       # all four, one server set
+    .venv/bin/python bench/run.py all                                       # all five, one server set
+
+`--kinds stock,ours` skips MLflow's basic-auth server (slow to measure: scrypt per request).
 
 Needs wrk (apt-get install wrk) and, for `profile`, py-spy in the venv (pip install py-spy).
 """
@@ -76,8 +79,8 @@ def parse_wrk(output: str) -> WrkResult:
         raise RuntimeError(f"wrk got {bad.group(1)} error responses:\n{output}")
     if re.search(r"Socket errors:.*timeout [1-9]", output):
         raise RuntimeError(f"wrk timed out:\n{output}")
-    if re.search(r"^\s+0 requests in", output, re.M):
-        raise RuntimeError(f"wrk completed no request:\n{output}")
+    if re.search(r"^\s+0 requests in", output, re.M):  # e.g. basic-auth's scrypt under 16 clients
+        return WrkResult(0.0, float("nan"), float("nan"))
     percentile = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.M))
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if rps is None or len(percentile) != 2:
@@ -349,6 +352,42 @@ def summarize_profile(raw: Path, top: int = 15) -> str:
     return "\n\n".join(parts)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes (all their threads), from /proc."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def bench_cpu(servers: list[Server], rounds: int, seconds: int) -> str:
+    """Worker CPU per request, at 4 clients: what each request costs, whatever else runs on the machine.
+
+    Latency and req/s move with the machine's load; CPU time per request barely does, and when the
+    worker is CPU-bound it sets the req/s ceiling (a worker is one core under the GIL).
+    """
+    found = targets(servers)
+    for _label, server, headers in found:
+        warm_up(server.url + READ_PATH, headers)
+    costs: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for label, server, headers in found:
+            workers = server.worker_pids()
+            before = cpu_seconds(workers)
+            command = [*wrk_command(server.url + READ_PATH, headers, 4, seconds)]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            parse_wrk(output)
+            requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+            costs.setdefault(label, []).append((cpu_seconds(workers) - before) * 1000 / requests)
+    stock = median(costs["stock"])
+    rows = [
+        [label, f"{median(ms):.2f}", f"{median(ms) - stock:+.2f}", f"{stock / median(ms):.0%}"]
+        for label, ms in costs.items()
+    ]
+    return table(["server", "worker CPU ms/request", "vs stock (ms)", "stock/ours (req/s ceiling)"], rows)
+
+
 def bench_profile(servers: list[Server], raw: Path, seconds: int, kind: str = "ours") -> str:
     server = next(s for s in servers if s.kind == kind)
     (worker,) = server.worker_pids()
@@ -370,7 +409,9 @@ def bench_profile(servers: list[Server], raw: Path, seconds: int, kind: str = "o
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    parser.add_argument("command", choices=("requests", "artifacts", "registration", "profile", "all"))
+    commands = ("requests", "cpu", "artifacts", "registration", "profile", "all")
+    parser.add_argument("command", choices=commands)
+    parser.add_argument("--kinds", default="stock,basic,ours", help="servers to start, comma-separated")
     parser.add_argument("--rounds", type=int, default=3, help="requests: interleaved rounds")
     parser.add_argument("--seconds", type=int, default=8, help="requests: seconds per wrk run")
     parser.add_argument("--artifact-rounds", type=int, default=2)
@@ -380,8 +421,8 @@ def main() -> None:
     parser.add_argument("--profile-kind", default="ours", choices=("stock", "basic", "ours"))
     parser.add_argument("--profile-raw", type=Path, help="keep py-spy's collapsed stacks in this file")
     args = parser.parse_args()
-    wanted = {"requests", "artifacts", "registration", "profile"} if args.command == "all" else {args.command}
-    kinds = (args.profile_kind,) if wanted == {"profile"} else ("stock", "basic", "ours")
+    wanted = set(commands[:-1]) if args.command == "all" else {args.command}
+    kinds = (args.profile_kind,) if wanted == {"profile"} else tuple(args.kinds.split(","))
 
     with (
         tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp,
@@ -391,6 +432,8 @@ def main() -> None:
         print(f"load average before: {os.getloadavg()}", file=sys.stderr)
         if "requests" in wanted:
             print(f"## requests\n\n{bench_requests(servers, args.rounds, args.seconds)}\n", flush=True)
+        if "cpu" in wanted:
+            print(f"## cpu\n\n{bench_cpu(servers, args.rounds, args.seconds)}\n", flush=True)
         if "artifacts" in wanted:
             result = bench_artifacts(servers, root, args.artifact_rounds, args.mib)
             print(f"## artifacts\n\n{result}\n", flush=True)

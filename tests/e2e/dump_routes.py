@@ -1,18 +1,22 @@
 """Print every route of the app `mlflow server --app-name hokusai` serves, as JSON.
 
 Builds the app exactly as a worker does (our create_app on MLflow's Flask app, wrapped in FastAPI)
-and walks both route maps: FastAPI's own routes and the Flask app mounted under it.
+and walks both route maps: FastAPI's own routes and the Flask app mounted under it. For each route
+and method it also records two decisions about a request to it: whether our permission gate sends
+it straight to Flask, and whether MLflow's own permission middleware would pass it on undecided.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi.routing import APIRoute, APIWebSocketRoute, _IncludedRouter
 from starlette.routing import Mount
 
 from hokusai_registry.server.app import create_app
+from hokusai_registry.server.permission_gate import PermissionGate
 
 
 def flatten(routes: list[Any]) -> list[tuple[str, Any]]:
@@ -46,7 +50,40 @@ def main() -> None:
             routes.append({"path": path, "methods": ["WEBSOCKET"], "source": "fastapi"})
         else:
             routes.append({"path": path, "methods": ["GET"], "source": type(route).__name__})
+    for route in routes:
+        route["decisions"] = decisions(fastapi_app, concrete(route["path"]), route["methods"])
     print(json.dumps(routes))
+
+
+def concrete(template: str) -> str:
+    """A request path for a route template, Flask (<path:x>, <int:x>) or FastAPI ({x:path}, {x})."""
+    path = re.sub(r"<path:[^>]+>|\{[^}:]+:path\}", "some/artifact.txt", template)
+    path = re.sub(r"<int:[^>]+>", "1", path)
+    return re.sub(r"<[^>]+>|\{[^}]+\}", "x1", path)
+
+
+def decisions(fastapi_app: Any, path: str, methods: list[str]) -> dict[str, dict[str, bool]]:
+    """Per method: does our gate bypass MLflow's middleware, and would MLflow's decide nothing?"""
+    from mlflow.server.auth import (
+        _find_fastapi_validator,
+        _native_fastapi_routes,
+        _scope_matches_native_route,
+    )
+
+    (gate_entry,) = [m for m in fastapi_app.user_middleware if m.cls is PermissionGate]
+    gate = PermissionGate(None, **gate_entry.kwargs)
+    native = _native_fastapi_routes(fastapi_app)
+    found = {}
+    for method in methods:
+        if method == "WEBSOCKET":
+            continue
+        scope = {"type": "http", "path": path, "method": method, "root_path": "", "headers": []}
+        found[method] = {
+            "gate_bypasses": gate.bound_for_flask(scope),
+            "mlflow_undecided": _find_fastapi_validator(path, method) is None
+            and not _scope_matches_native_route(native, scope),
+        }
+    return found
 
 
 if __name__ == "__main__":

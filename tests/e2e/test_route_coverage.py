@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from hokusai_registry.server import policy
+from tests.e2e.dump_routes import concrete
 from tests.services import Registry
 
 DUMP = Path(__file__).with_name("dump_routes.py")
@@ -30,13 +30,6 @@ EXPECTED_PUBLIC = {
     "/api/3.0/mlflow/server-info",
     "/ajax-api/3.0/mlflow/server-info",
 }
-
-
-def concrete(template: str) -> str:
-    """A request path for a route template, Flask (<path:x>, <int:x>) or FastAPI ({x:path}, {x})."""
-    path = re.sub(r"<path:[^>]+>|\{[^}:]+:path\}", "some/artifact.txt", template)
-    path = re.sub(r"<int:[^>]+>", "1", path)
-    return re.sub(r"<[^>]+>|\{[^}]+\}", "x1", path)
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +80,23 @@ def test_every_route_requires_a_key_or_is_public_on_purpose(registry: Registry, 
     assert not unguarded, f"routes answering without a key: {unguarded}"
     assert public <= EXPECTED_PUBLIC, f"new public routes: {public - EXPECTED_PUBLIC}"
     assert "/health" in public
+
+
+def test_the_permission_gate_bypasses_only_what_mlflow_leaves_undecided(routes: list[dict]) -> None:
+    """Our gate (permission_gate.py) skips MLflow's FastAPI permission middleware exactly when that
+    middleware would pass the request on without a decision; native routes always go through it."""
+    disagree, bypassed, native_guarded = [], 0, 0
+    for route in routes:
+        for method, decision in route["decisions"].items():
+            if decision["gate_bypasses"] != decision["mlflow_undecided"]:
+                disagree.append((method, route["path"], decision))
+            bypassed += decision["gate_bypasses"]
+            if route["source"] == "fastapi":
+                native_guarded += not decision["gate_bypasses"]
+                assert not decision["gate_bypasses"], (method, route["path"])
+    assert not disagree, disagree
+    assert bypassed > 300, "the Flask API routes should take the fast path"
+    assert native_guarded > 10
 
 
 def test_public_routes_really_answer_without_a_key(registry: Registry) -> None:

@@ -1,8 +1,9 @@
 """``create_app``: the ``mlflow.app`` entry point ``hokusai`` (``mlflow server --app-name hokusai``).
 
 It builds MLflow's own basic-auth app, so MLflow's per-resource permissions guard every route,
-and puts two things of ours around it: the API-key ASGI layer (middleware.py) and a short cache
-in front of MLflow's auth store (auth_store.py). MLflow's Basic password check is replaced by our
+and puts three things of ours around it: the API-key ASGI layer (middleware.py), a short cache
+in front of MLflow's auth store (auth_store.py), and a cheaper seat for MLflow's FastAPI
+permission middleware (permission_gate.py). MLflow's Basic password check is replaced by our
 ``authorization_function``, whatever the auth config file says.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from hokusai_registry.server import authn, registry_store
+from hokusai_registry.server import authn, permission_gate, registry_store
 from hokusai_registry.server.auth_store import CachedAuthStore
 from hokusai_registry.server.authn import Authenticator
 from hokusai_registry.server.external import ExternalKeyService
@@ -54,4 +55,5 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
         raise ConfigError(
             "hokusai-registry runs under uvicorn, mlflow server's default; drop --gunicorn-opts"
         )
+    permission_gate.install(asgi_app)
     return ApiKeyMiddleware(asgi_app, authenticator)
