@@ -89,6 +89,20 @@ def test_up_refuses_to_turn_artifact_serving_off(tmp_path: Path) -> None:
     assert not data_dir.exists()
 
 
+def test_up_refuses_trivial_secrets_and_clear_text_key_checks(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    for env, expected in [
+        ({"HOKUSAI_REGISTRY_KEY_HASH_SECRET": ""}, "key_hash_secret: Value error, must be at least 16"),
+        ({"HOKUSAI_REGISTRY_ADMIN_PASSWORD": "hunter2"}, "admin_password: Value error, must be at least 16"),
+        ({"HOKUSAI_REGISTRY_AUTH_URL": "http://auth.example.com"}, "would send every API key in clear"),
+    ]:
+        done = run_cli("up", "--data-dir", str(data_dir), env=env)
+        assert done.returncode == 2, done.stderr
+        assert expected in " ".join(done.stderr.split()), done.stderr
+        assert "hunter2" not in done.stderr  # a secret's value is never echoed
+        assert not data_dir.exists()
+
+
 def test_secrets_are_private_and_sigterm_stops_every_process(tmp_path: Path) -> None:
     with run_registry(tmp_path, workers=2) as registry:
         for name in ("secrets.json", "auth.ini"):

@@ -60,3 +60,30 @@ def test_environment_secrets_win_over_the_file(tmp_path: Path, monkeypatch: pyte
 def test_missing_hash_secret_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="HOKUSAI_REGISTRY_KEY_HASH_SECRET"):
         Settings(data_dir=tmp_path).with_data_dir_secrets(create=False).hash_secret()
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://auth.example.com/", "https://auth.example.com"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("http://localhost:8080", "http://localhost:8080"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+        ("http://auth.example.com", None),
+        ("http://10.0.0.5", None),
+        ("auth.example.com", None),
+        ("ftp://auth.example.com", None),
+    ],
+)
+def test_the_key_service_is_reached_over_https_unless_local(url: str, accepted: str | None) -> None:
+    if accepted is None:
+        with pytest.raises(ValidationError, match="auth_url"):
+            Settings(auth_url=url)
+    else:
+        assert Settings(auth_url=url).auth_url == accepted
+
+
+def test_external_answers_are_cached_at_most_five_minutes() -> None:
+    assert Settings(auth_cache_ttl_seconds=300).auth_cache_ttl_seconds == 300
+    with pytest.raises(ValidationError, match="auth_cache_ttl_seconds"):
+        Settings(auth_cache_ttl_seconds=301)

@@ -6,17 +6,20 @@ workers (and the `keys` commands) read the same variables back, so all processes
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVED_ARTIFACT_ROOT = "mlflow-artifacts:/"
 SECRETS_FILE = "secrets.json"
+MIN_SECRET_LENGTH = 16  # generated secrets are 43 characters (32 random bytes)
 
 
 class ConfigError(ValueError):
@@ -50,7 +53,8 @@ class Settings(BaseSettings):
     # Optional external key service (keys issued elsewhere), see server/external.py.
     auth_url: str | None = None
     auth_service_id: str = "mlflow-registry"
-    auth_cache_ttl_seconds: float = Field(5.0, ge=0)
+    # A key revoked at the service keeps working here until its cached answer expires.
+    auth_cache_ttl_seconds: float = Field(5.0, ge=0, le=300)
     auth_timeout_seconds: float = Field(3.0, gt=0)
 
     @field_validator("serve_artifacts")
@@ -62,6 +66,32 @@ class Settings(BaseSettings):
                 "(/api/2.0/mlflow-artifacts/...); without it every upload fails with 404/503"
             )
         return value
+
+    @field_validator("flask_secret_key", "admin_password", "key_hash_secret")
+    @classmethod
+    def _secrets_are_not_trivial(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_LENGTH} characters (an empty or short secret makes keys, "
+                "sessions or the admin account guessable); unset it and the registry generates one, "
+                "or use e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
+
+    @field_validator("auth_url")
+    @classmethod
+    def _keys_travel_encrypted(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"must be an http(s) URL like https://auth.example.com, not {value!r}")
+        if url.scheme == "http" and not _is_loopback(url.hostname):
+            raise ValueError(
+                f"must use https: {value!r} would send every API key in clear text to {url.hostname} "
+                "(plain http is accepted only for localhost)"
+            )
+        return value.rstrip("/")
 
     @field_validator("default_artifact_root")
     @classmethod
@@ -133,3 +163,12 @@ class Settings(BaseSettings):
             env[f"HOKUSAI_REGISTRY_{name.upper()}"] = str(value)
         env["HOKUSAI_REGISTRY_DATA_DIR"] = str(self.data_dir.resolve())
         return env
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
