@@ -33,7 +33,11 @@ HOKUSAI_REGISTRY_HOST="${HOKUSAI_REGISTRY_HOST:-0.0.0.0}"
 # Holds auth.ini (it may contain the database password, mode 0600); nothing persistent lives here
 # since the backend store, the artifacts and the secrets are all external.
 HOKUSAI_REGISTRY_DATA_DIR="${HOKUSAI_REGISTRY_DATA_DIR:-${TMPDIR:-/tmp}/hokusai-registry}"
-export HOKUSAI_REGISTRY_HOST HOKUSAI_REGISTRY_DATA_DIR
+# No key is printed: stdout is a log (CloudWatch) and keys are never logged. Create the first one
+# with `hokusai-registry keys create --user admin --scope admin` (ECS Exec into the task, or any host
+# with the same database URI and secrets).
+HOKUSAI_REGISTRY_FIRST_ADMIN_KEY="${HOKUSAI_REGISTRY_FIRST_ADMIN_KEY:-false}"
+export HOKUSAI_REGISTRY_HOST HOKUSAI_REGISTRY_DATA_DIR HOKUSAI_REGISTRY_FIRST_ADMIN_KEY
 
 if ! mkdir -p "$HOKUSAI_REGISTRY_DATA_DIR" 2>/dev/null || ! [ -w "$HOKUSAI_REGISTRY_DATA_DIR" ]; then
     echo "hokusai-registry entrypoint: HOKUSAI_REGISTRY_DATA_DIR=$HOKUSAI_REGISTRY_DATA_DIR is not writable" >&2

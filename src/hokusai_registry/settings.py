@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     auth_db_uri: str | None = None
     default_permission: str = "NO_PERMISSIONS"
     admin_username: str = "admin"
+    # Print a first admin key on first start. Off in the container: its stdout is a log (CloudWatch).
+    first_admin_key: bool = True
 
     flask_secret_key: SecretStr | None = None
     admin_password: SecretStr | None = None

@@ -82,7 +82,9 @@ def prepare(settings: Settings) -> Launch:
         keys.users.create_user(
             settings.admin_username, settings.admin_password.get_secret_value(), is_admin=True
         )
-    first_key = keys.create(settings.admin_username, scope="admin") if keys.count() == 0 else None
+    first_key = None
+    if settings.first_admin_key and keys.count() == 0:
+        first_key = keys.create(settings.admin_username, scope="admin")
 
     env = {
         # MLflow's job runner (GenAI jobs, about a dozen huey processes) is no part of a model
@@ -110,7 +112,10 @@ def connection_help(settings: Settings, first_key: NewKey | None) -> str:
             "",
         ]
     else:
-        lines.append("Create a key for a client with: hokusai-registry keys create --user NAME")
+        lines.append(
+            "Create a key with `hokusai-registry keys create --user NAME [--scope admin]`, run where "
+            "this server's HOKUSAI_REGISTRY_* settings are (here, or in the container via ECS Exec)"
+        )
     return "\n".join(lines)
 
 
