@@ -14,10 +14,10 @@ from rich.table import Table
 
 from hokusai_registry.settings import ConfigError, Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, rich_markup_mode=None)
+keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.", rich_markup_mode=None)
 app.add_typer(keys_app, name="keys")
-deploy_app = typer.Typer(no_args_is_help=True, help="Deploy a new registry image.")
+deploy_app = typer.Typer(no_args_is_help=True, help="Deploy a new registry image.", rich_markup_mode=None)
 app.add_typer(deploy_app, name="deploy")
 err = Console(stderr=True, soft_wrap=True)
 
@@ -260,34 +260,55 @@ def verify(
 def deploy_ecs(
     cluster: Annotated[str, typer.Option(help="ECS cluster name or ARN")],
     service: Annotated[str, typer.Option(help="ECS service name or ARN")],
-    image: Annotated[str, typer.Option(help="Image URI to deploy (prefer an immutable tag or digest)")],
+    image: Annotated[
+        str | None, typer.Option(help="Image URI to deploy (prefer an immutable tag or digest)")
+    ] = None,
+    build: Annotated[
+        bool,
+        typer.Option("--build", help="Build deploy/Dockerfile for linux/amd64, push it to ECR, deploy it"),
+    ] = False,
+    repository: Annotated[
+        str | None,
+        typer.Option(help="ECR repository for --build [default: the current image's, if in ECR]"),
+    ] = None,
     region: Annotated[str | None, typer.Option(help="AWS region [env: AWS_REGION]")] = None,
-    container: Annotated[str | None, typer.Option(help="Container to update [default: essential]")] = None,
+    container: Annotated[
+        str | None, typer.Option(help="Container to update [default: the essential one]")
+    ] = None,
     url: Annotated[str | None, typer.Option(help="Registry URL to verify after the rollout")] = None,
     api_key: Annotated[str | None, typer.Option(help="Write key for verify [env: HOKUSAI_API_KEY]")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each rollout")] = 600.0,
-    dry_run: Annotated[bool, typer.Option(help="Print the plan and change nothing")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan; build, push and change nothing")] = False,
 ) -> None:
-    """New task-definition revision with IMAGE, rollout, verify; rolls back when rollout or verify fails.
+    """Ship --image URI, or with --build the image built from this checkout and pushed to ECR: a new
+    task-definition revision, rollout, verify; rolls back when the rollout or verify fails.
 
-    Exit 0 when deployed, 1 when the rollout or verify failed (after rolling back), 2 when preflight or the
-    plan refused (nothing changed).
+    Exit 0 when deployed; 2 on bad usage or when preflight or the plan refused (nothing changed); 1 when a
+    later step failed (build, login, push, register, update service, rollout, verify; the message says
+    whether the service was rolled back).
     """
     import os
 
     from rich.markup import escape
 
-    from hokusai_registry.deploy import Deployer, DeployError, deploy
+    from hokusai_registry.deploy import Deployer, DeployError, ImageBuilder, deploy
 
+    if (image is None) == (not build):
+        raise typer.BadParameter("pass exactly one of the two", param_hint="--image / --build")
+    if repository and not build:
+        raise typer.BadParameter("only applies with --build", param_hint="--repository")
     try:
+        deployer = Deployer(region, console=err)
+        builder = ImageBuilder(deployer.ecr, repository=repository, console=err) if build else None
         deploy(
-            Deployer(region, console=err), cluster=cluster, service=service, image=image,
-            container=container, url=url, api_key=api_key or os.environ.get("HOKUSAI_API_KEY"),
-            timeout=timeout, dry_run=dry_run,
+            deployer, cluster=cluster, service=service, image=image, builder=builder, container=container,
+            url=url, api_key=api_key or os.environ.get("HOKUSAI_API_KEY"), timeout=timeout, dry_run=dry_run,
         )  # fmt: skip
     except DeployError as exc:
-        suffix = "" if exc.changed else " (nothing changed)"
-        raise fail(f"{exc.step}: {escape(str(exc))}{suffix}", 1 if exc.changed else 2) from None
+        suffix = (
+            " (nothing changed)" if exc.refused else "" if exc.changed else " (the service was not changed)"
+        )
+        raise fail(f"{exc.step}: {escape(str(exc))}{suffix}", 2 if exc.refused else 1) from None
 
 
 def main() -> None:

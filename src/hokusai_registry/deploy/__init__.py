@@ -1,5 +1,6 @@
-"""Ship a new registry image: plan, register, roll out, verify, and roll back when anything fails."""
+"""Ship a new registry image: build and push (optional), plan, register, roll out, verify, roll back."""
 
 from hokusai_registry.deploy.ecs import Deployer, DeployError, Plan, deploy
+from hokusai_registry.deploy.image import BuildPlan, ImageBuilder
 
-__all__ = ["DeployError", "Deployer", "Plan", "deploy"]
+__all__ = ["BuildPlan", "DeployError", "Deployer", "ImageBuilder", "Plan", "deploy"]

@@ -1,7 +1,8 @@
 """Deploy a new image to an ECS service: a new task-definition revision, a watched rollout, verify, rollback.
 
 The planning functions at the top are pure (dicts in, dicts out); :class:`Deployer` makes the AWS calls,
-all through boto3, so ``AWS_ENDPOINT_URL`` points every one of them at an emulator.
+all through boto3, so ``AWS_ENDPOINT_URL`` points every one of them at an emulator. ``--build`` (docker
+build and ECR push) lives in :mod:`hokusai_registry.deploy.image`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.markup import escape
 
 from hokusai_registry.settings import SERVED_ARTIFACT_ROOT
+
+if TYPE_CHECKING:
+    from hokusai_registry.deploy.image import ImageBuilder
 
 # What register_task_definition accepts; describe_task_definition adds read-only fields
 # (taskDefinitionArn, revision, status, requiresAttributes, compatibilities, registeredAt, ...).
@@ -27,6 +32,8 @@ REGISTRABLE = (
 )  # fmt: skip
 FALSE = {"0", "false", "no", "off"}
 NO_SERVE, ROOT_FLAG = "--no-serve-artifacts", "--default-artifact-root"
+AWS_ERRORS = (BotoCoreError, ClientError)
+LOG_LINES, TASKS_SHOWN, TARGETS_SHOWN = 20, 3, 10
 
 Service = dict[str, Any]
 Describe = Callable[[str, str], Service]
@@ -34,11 +41,20 @@ VerifyFn = Callable[[str, str], tuple[bool, str]]
 
 
 class DeployError(Exception):
-    """A deploy step failed; ``step`` names it, ``changed`` says whether AWS state was modified."""
+    """A deploy step failed; ``step`` names it, ``changed`` says whether the service was touched."""
 
     def __init__(self, step: str, message: str, *, changed: bool = False) -> None:
         super().__init__(message)
         self.step, self.changed = step, changed
+
+    @property
+    def refused(self) -> bool:
+        """Preflight or plan said no: nothing was built, pushed or changed."""
+        return self.step in ("preflight", "plan")
+
+
+# After preflight, describe_service's "service not found" is one more AWS answer, not a refusal.
+LATER_ERRORS = (*AWS_ERRORS, DeployError)
 
 
 # --- pure planning -------------------------------------------------------------------------------------
@@ -221,10 +237,14 @@ class Deployer:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         import boto3
+        from botocore.exceptions import NoRegionError
 
         session = boto3.session.Session(region_name=region)
-        self.ecs = session.client("ecs")
-        self.sts = session.client("sts")
+        try:
+            self.ecs, self.sts, self.ecr = (session.client(name) for name in ("ecs", "sts", "ecr"))
+            self.elbv2, self.logs = session.client("elbv2"), session.client("logs")
+        except NoRegionError:
+            raise DeployError("preflight", "no AWS region: pass --region or set AWS_REGION") from None
         self.describe: Describe = describe or self.describe_service
         self.poll_seconds, self.sleep = poll_seconds, sleep
         self.console = console or Console(stderr=True)
@@ -238,8 +258,6 @@ class Deployer:
 
     def preflight(self, cluster: str, service: str) -> dict[str, Any]:
         """Credentials, cluster, ACTIVE service, readable current task definition; changes nothing."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         step = "credentials"
         try:
             who = self.sts.get_caller_identity()
@@ -257,7 +275,7 @@ class Deployer:
             step = "task definition"
             arn = found["taskDefinition"]
             current = self.ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
-        except (BotoCoreError, ClientError) as exc:
+        except AWS_ERRORS as exc:
             hint = " (check AWS credentials/profile and region)" if step == "credentials" else ""
             raise DeployError("preflight", f"{step} check failed: {exc}{hint}") from None
         return dict(current)
@@ -285,6 +303,70 @@ class Deployer:
         self.console.print(f"rollout of {short(arn)}: {state} ({why})", highlight=False)
         return state == "completed", why
 
+    def diagnose(self, plan: Plan, arn: str) -> list[str]:
+        """Why the tasks of ``arn`` did not come up: load-balancer target health, the newest tasks' stop
+        reasons and the last lines of their registry container's awslogs stream. Best effort."""
+        lines: list[str] = []
+        for what, read in (("target health", self._target_health), ("tasks", self._tasks)):
+            try:
+                lines += read(plan, arn)
+            except LATER_ERRORS as exc:
+                lines.append(f"could not read {what}: {exc}")
+        return lines
+
+    def _target_health(self, plan: Plan, arn: str) -> list[str]:
+        lines = []
+        for balancer in self.describe_service(plan.cluster, plan.service).get("loadBalancers") or []:
+            if group := balancer.get("targetGroupArn"):
+                found = self.elbv2.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
+                for target in found[:TARGETS_SHOWN]:
+                    where, health = target.get("Target", {}), target.get("TargetHealth", {})
+                    why = ": ".join(filter(None, (health.get("Reason"), health.get("Description"))))
+                    lines.append(
+                        f"target {where.get('Id')}:{where.get('Port')} in {group.split('/')[-2]}: "
+                        f"{health.get('State')}" + (f" ({why})" if why else "")
+                    )
+        return lines
+
+    def _tasks(self, plan: Plan, arn: str) -> list[str]:
+        listed: list[str] = []
+        for status in ("STOPPED", "RUNNING"):
+            listed += self.ecs.list_tasks(cluster=plan.cluster, family=plan.family, desiredStatus=status)[
+                "taskArns"
+            ]
+        tasks = self.ecs.describe_tasks(cluster=plan.cluster, tasks=listed[:100])["tasks"] if listed else []
+        ours = [t for t in tasks if t.get("taskDefinitionArn") == arn]
+        if not ours:
+            return [f"no tasks of {short(arn)} found"]
+        ours.sort(key=lambda t: str(t.get("createdAt", "")), reverse=True)
+        container = pick_container(plan.definition, plan.container)
+        lines = []
+        for task in ours[:TASKS_SHOWN]:
+            task_id = str(task["taskArn"]).rsplit("/", 1)[-1]
+            boxes = [c for c in task.get("containers", []) if c.get("name") == plan.container]
+            box: dict[str, Any] = boxes[0] if boxes else {}
+            code = box.get("exitCode")
+            facts = [task.get("stoppedReason"), box.get("reason"), code is not None and f"exit code {code}"]
+            lines.append(f"task {task_id} {task.get('lastStatus')}: " + "; ".join(filter(None, facts)))
+            lines += [f"  | {line}" for line in self._log_tail(container, task_id)]
+        return lines
+
+    def _log_tail(self, container: dict[str, Any], task_id: str) -> list[str]:
+        """The last lines of the container's awslogs stream (``prefix/container/task-id``)."""
+        config = container.get("logConfiguration") or {}
+        options = config.get("options") or {}
+        group, prefix = options.get("awslogs-group"), options.get("awslogs-stream-prefix")
+        if config.get("logDriver") != "awslogs" or not group or not prefix:
+            return []
+        stream = f"{prefix}/{container.get('name')}/{task_id}"
+        try:
+            answer = self.logs.get_log_events(
+                logGroupName=group, logStreamName=stream, limit=LOG_LINES, startFromHead=False
+            )
+        except ClientError as exc:
+            return [f"(no log lines from {group} {stream}: {exc.response.get('Error', {}).get('Code')})"]
+        return [str(event.get("message", "")).rstrip() for event in answer.get("events", [])]
+
 
 def verify_in_process(url: str, api_key: str) -> tuple[bool, str]:
     """Run ``hokusai-registry verify`` in this process; (passed, which checks failed)."""
@@ -300,7 +382,8 @@ def deploy(
     *,
     cluster: str,
     service: str,
-    image: str,
+    image: str | None = None,
+    builder: ImageBuilder | None = None,
     container: str | None = None,
     url: str | None = None,
     api_key: str | None = None,
@@ -308,44 +391,72 @@ def deploy(
     dry_run: bool = False,
     verify_fn: VerifyFn = verify_in_process,
 ) -> Plan:
-    """Preflight, plan, (unless dry run) register + update + wait + verify; roll back on failure.
+    """Preflight, plan, (unless dry run) build + push when given a ``builder``, register, update, wait,
+    verify; roll back on failure.
 
-    Raises DeployError naming the failed step; when it rolled back, the message says so.
+    Exactly one of ``image`` and ``builder``. Raises DeployError naming the failed step; when the service
+    had been updated, the message says whether it was rolled back.
     """
+    if (image is None) == (builder is None):
+        raise ValueError("pass exactly one of image and builder")
     console = deployer.console
     if url and not api_key:
         raise DeployError("preflight", "--url needs --api-key (or HOKUSAI_API_KEY) to run verify")
     current = deployer.preflight(cluster, service)
-    plan = make_plan(cluster, service, current, image, container)
+    build = builder.preflight(str(pick_container(current, container).get("image"))) if builder else None
+    plan = make_plan(cluster, service, current, build.ref if build else str(image), container)
+    if build:
+        _print(console, "build", build.lines())
     _print(console, "plan", plan.lines())
     if dry_run:
-        console.print("[yellow]dry run:[/yellow] nothing changed")
+        console.print(
+            "[yellow]dry run:[/yellow] nothing " + ("built, pushed or " if build else "") + "changed"
+        )
         return plan
+    if builder and build:
+        plan = make_plan(cluster, service, current, builder.build_and_push(build), container)
+        console.print(f"pushed {plan.new_image}", highlight=False)
 
-    new_arn = deployer.register(plan)
+    try:
+        new_arn = deployer.register(plan)
+    except AWS_ERRORS as exc:
+        raise DeployError("register", f"register task definition failed: {exc}") from None
     console.print(f"registered {short(new_arn)}", highlight=False)
-    deployer.point_service_at(plan, new_arn)
-    console.print(f"service {service} now points at {short(new_arn)}", highlight=False)
-    ok, why = deployer.wait(plan, new_arn, timeout)
-    failed_step = "" if ok else "rollout"
+    step = "update service"
+    try:
+        deployer.point_service_at(plan, new_arn)
+        console.print(f"service {service} now points at {short(new_arn)}", highlight=False)
+        step = "rollout"
+        ok, why = deployer.wait(plan, new_arn, timeout)
+    except LATER_ERRORS as exc:
+        ok, why = False, str(exc)
+    if not ok and step == "rollout":
+        _print(console, f"why {short(new_arn)} did not come up", deployer.diagnose(plan, new_arn))
     if ok and url and api_key:
         console.print(f"verifying {url}", highlight=False)
+        step = "verify"
         ok, why = verify_fn(url, api_key)
-        failed_step = "" if ok else "verify"
     if ok:
         console.print(f"[green]deployed[/green] {plan.new_image} as {short(new_arn)}", highlight=False)
         return plan
+    console.print(f"[red]{step} failed:[/red] {escape(why)}")
+    raise DeployError(step, f"{step} failed: {why}; {roll_back(deployer, plan, timeout)}", changed=True)
 
+
+def roll_back(deployer: Deployer, plan: Plan, timeout: float) -> str:
+    """Point the service back at the revision it ran before, if it moved; a phrase saying what happened."""
     previous = short(plan.current_arn)
-    console.print(f"[red]{failed_step} failed:[/red] {escape(why)}; rolling back to {previous}")
-    deployer.point_service_at(plan, plan.current_arn)
-    back, back_why = deployer.wait(plan, plan.current_arn, timeout)
-    rolled = (
-        f"rolled back to {short(plan.current_arn)}"
-        if back
-        else f"rollback to {short(plan.current_arn)} did not complete ({back_why}); check the service now"
-    )
-    raise DeployError(failed_step, f"{failed_step} failed: {why}; {rolled}", changed=True)
+    try:
+        if deployer.describe(plan.cluster, plan.service).get("taskDefinition") == plan.current_arn:
+            return f"the service points at {previous}, nothing to roll back"
+        deployer.console.print(f"rolling back to {previous}", highlight=False)
+        deployer.point_service_at(plan, plan.current_arn)
+        back, why = deployer.wait(plan, plan.current_arn, timeout)
+    except LATER_ERRORS as exc:
+        return f"rollback to {previous} failed ({exc}); check the service now"
+    if back:
+        return f"rolled back to {previous}"
+    return f"rollback to {previous} did not complete ({why}); check the service now"
 
 
 def _print(console: Console, title: str, lines: Iterable[str]) -> None:
