@@ -155,6 +155,11 @@ def test_read_key_reads_but_never_writes(
     for method, path, params in read_attempts(owned):
         response = reader.request(method, path, params=params)
         assert response.status_code == 200, (path, response.text)
+    # The UI's run page reads through GraphQL, a POST; it changes nothing, so a read key may use it.
+    query = "query Run($id: String) { mlflowGetRun(input: {runId: $id}) { run { info { runId } } } }"
+    graphql = reader.post("/graphql", json={"query": query, "variables": {"id": owned.run_id}})
+    assert graphql.status_code == 200, graphql.text
+    assert graphql.json()["data"]["mlflowGetRun"]["run"]["info"]["runId"] == owned.run_id
     attempts = [
         *write_attempts(owned),
         ("POST", f"{API}/experiments/create", {"name": "from-read-key"}, None),

@@ -33,8 +33,20 @@ def test_everything_else_needs_a_key(path: str) -> None:
         ("PUT", "/api/2.0/mlflow-artifacts/artifacts/x", True),
         ("DELETE", "/api/2.0/mlflow/registered-models/delete", True),
         ("PATCH", "/api/2.0/mlflow/users/update-password", True),
-        ("POST", "/graphql", True),
+        ("POST", "/graphql", False),
+        ("POST", "/graphql/x", True),
     ],
 )
 def test_writes_are_everything_not_known_to_be_read_only(method: str, path: str, writes: bool) -> None:
     assert is_write(method, path) is writes
+
+
+def test_graphql_cannot_change_data() -> None:
+    """A read key may POST /graphql because MLflow's GraphQL schema has no data-changing mutation."""
+    from mlflow.server.graphql.graphql_schema_extensions import schema
+
+    mutations = set(schema.graphql_schema.mutation_type.fields)
+    assert mutations == {"mlflowSearchDatasets", "mlflowSearchRuns", "testMutation"}, (
+        f"MLflow's GraphQL mutations changed ({mutations}): review policy.GRAPHQL_PATH before allowing "
+        "read keys to POST /graphql"
+    )

@@ -40,7 +40,12 @@ def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or bool(_SERVER_INFO.fullmatch(path))
 
 
+# MLflow's GraphQL endpoint (the UI's run and model pages) only reads: its schema's "mutations" are
+# searches and an echo. tests/server/test_policy.py fails if an MLflow upgrade adds a real one.
+GRAPHQL_PATH = "/graphql"
+
+
 def is_write(method: str, path: str) -> bool:
     if method in READ_METHODS:
         return False
-    return not (method == "POST" and _READ_ONLY_POST.fullmatch(path))
+    return not (method == "POST" and (path == GRAPHQL_PATH or _READ_ONLY_POST.fullmatch(path)))
