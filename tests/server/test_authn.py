@@ -1,14 +1,18 @@
-"""Credential parsing and scope rules, without a server."""
+"""Credential parsing, scope rules and the key cache, without a server."""
 
 from __future__ import annotations
 
 import base64
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from hokusai_registry.server.authn import Refusal, check_scope, extract_key
+from hokusai_registry.server.authn import Authenticator, Refusal, check_scope, extract_key
 from hokusai_registry.server.context import Principal
 from hokusai_registry.server.external import scope_from
+from hokusai_registry.server.keys import ApiKey, KeyStore
 
 KEY = "hk_live_" + "a" * 43
 
@@ -79,3 +83,25 @@ def test_read_scope_may_search_but_not_write() -> None:
 )
 def test_external_scopes_map_to_ours(scopes: list[str], scope: str) -> None:
     assert scope_from(scopes) == scope
+
+
+def test_concurrent_misses_of_one_key_read_the_database_once(tmp_path: Path) -> None:
+    """When a key's cache entry expires under load, one request reads the key table; the rest wait."""
+    keys = KeyStore(f"sqlite:///{tmp_path}/auth.db", b"k" * 32)
+    new = keys.create("alice", scope="write")
+    reads: list[str] = []
+    find_by_hash = keys.find_by_hash
+
+    def counting_find_by_hash(digest: str) -> ApiKey | None:
+        reads.append(digest)
+        time.sleep(0.05)  # a slow database: every other request arrives while this read runs
+        return find_by_hash(digest)
+
+    keys.find_by_hash = counting_find_by_hash  # type: ignore[method-assign]
+    authenticator = Authenticator(keys, ttl=5)
+    digest = authenticator.digest(new.key)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        principals = list(pool.map(lambda _: authenticator.resolve(new.key, digest), range(16)))
+    assert {p.key_id for p in principals} == {new.record.id}
+    assert reads == [digest]
+    assert authenticator.from_cache(digest) == principals[0]

@@ -35,6 +35,7 @@ class CachedAuthStore:
         self._on_user_deleted = on_user_deleted
         self._cache: TTLCache[tuple[Any, ...], Any] = TTLCache(maxsize=50_000, ttl=max(ttl, 1e-6))
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self._epoch: int | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -64,9 +65,15 @@ class CachedAuthStore:
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-        value = load()  # a missing user raises and is not cached
-        with self._lock:
-            self._cache[key] = value
+        # When an entry expires, every request in flight misses it at once; one loads, the rest wait
+        # for its answer instead of repeating the same SQL (misses are rare, so one lock is enough).
+        with self._load_lock:
+            with self._lock:
+                if key in self._cache:
+                    return self._cache[key]
+            value = load()  # a missing user raises and is not cached
+            with self._lock:
+                self._cache[key] = value
         return value
 
     def _sync_epoch(self) -> None:

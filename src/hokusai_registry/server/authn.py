@@ -99,6 +99,7 @@ class Authenticator:
         self._external = external
         self._cache: TTLCache[str, ApiKey] = TTLCache(maxsize=10_000, ttl=max(ttl, 1e-6))
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
 
     def digest(self, key: str) -> str:
         return self._keys.digest(key)
@@ -113,16 +114,26 @@ class Authenticator:
 
     def resolve(self, key: str, digest: str) -> Principal:
         """The principal for a key, from the database or the external service; raises Refusal."""
-        record = self._keys.find_by_hash(digest)
+        record = self._load(digest)
         if record is None:
-            return self._resolve_external(key, digest)
-        if record.revoked_at is None and not record.is_expired(utcnow()):
-            if not self._keys.users.has_user(record.username):
-                raise unauthenticated(f"the user {record.username!r} of key {record.id} no longer exists")
-            self._touch(record)
-            with self._lock:
-                self._cache[digest] = record
+            return self._resolve_external(key, digest)  # outside the lock: it may wait for the network
         return self._check(record)
+
+    def _load(self, digest: str) -> ApiKey | None:
+        # When a key's entry expires, all its requests in flight miss at once: the first reads the
+        # database, the others wait and take its answer (a local read takes about a millisecond).
+        with self._load_lock:
+            with self._lock:
+                if (cached := self._cache.get(digest)) is not None:
+                    return cached
+            record = self._keys.find_by_hash(digest)
+            if record is not None and record.revoked_at is None and not record.is_expired(utcnow()):
+                if not self._keys.users.has_user(record.username):
+                    raise unauthenticated(f"the user {record.username!r} of key {record.id} no longer exists")
+                self._touch(record)
+                with self._lock:
+                    self._cache[digest] = record
+            return record
 
     def _check(self, record: ApiKey) -> Principal:
         if record.revoked_at is not None:
