@@ -9,12 +9,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import mlflow.sklearn
 import pytest
+from sklearn.linear_model import LinearRegression
 
+from hokusai_registry.register import KeyServiceUnavailable, register_model
+from hokusai_registry.register.retry import RetryPolicy
 from tests.services import Registry, free_port, run_registry
 
 VALID = "hk_live_external_valid_key_0123456789abcdef"
 READ_ONLY = "hk_live_external_read_key_0123456789abcdef"
+LATE = "hk_live_external_first_seen_in_an_outage_0123"  # valid, first presented while the service fails
 
 
 class KeyService:
@@ -41,6 +46,7 @@ class KeyService:
                         "scopes": ["model:write", "model:read"],
                     },
                     READ_ONLY: {"user_id": "ext-reader", "key_id": "ext-2", "scopes": ["model:read"]},
+                    LATE: {"user_id": "ext-late", "key_id": "ext-3", "scopes": ["model:write"]},
                 }
                 status, answer = (200, answers[key]) if key in answers else (401, {"detail": "Invalid key"})
                 payload = json.dumps(answer).encode()
@@ -158,3 +164,40 @@ def test_service_unreachable_means_503_and_nothing_written(tmp_path: Path) -> No
             "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "while-down"}
         )
         assert lookup.status_code == 404
+
+
+def test_register_names_a_down_key_service_and_creates_nothing(
+    registry_with_service: Registry, key_service: KeyService, tmp_path: Path
+) -> None:
+    """F6 as a registering third party meets it: a typed error that says what is down, nothing made."""
+    model = tmp_path / "model"
+    mlflow.sklearn.save_model(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), str(model))
+    unseen = "hk_live_external_register_0123456789abcdef"
+    admin = registry_with_service.client(registry_with_service.admin_key)
+    key_service.failing = True
+    try:
+        with pytest.raises(KeyServiceUnavailable, match=r"cannot check API keys.*\(F6\)"):
+            register_model(
+                model, "while-key-service-down", token_id="t-1", metric="r2", baseline=0.5,
+                url=registry_with_service.url, api_key=unseen, retry=RetryPolicy(budget_seconds=8),
+            )  # fmt: skip
+    finally:
+        key_service.failing = False
+    assert key_service.calls_for(unseen) >= 2, "a 503 with Retry-After (5 s) is retried within the budget"
+    lookup = admin.get("/api/2.0/mlflow/registered-models/get", params={"name": "while-key-service-down"})
+    assert lookup.status_code == 404
+
+
+def test_register_retries_through_a_short_key_service_outage(
+    registry_with_service: Registry, key_service: KeyService, tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    mlflow.sklearn.save_model(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), str(model))
+    key_service.failing = True
+    threading.Timer(3.0, lambda: setattr(key_service, "failing", False)).start()
+    registration = register_model(
+        model, "after-key-service-outage", token_id="t-2", metric="r2", baseline=0.5,
+        url=registry_with_service.url, api_key=LATE,
+    )  # fmt: skip
+    assert registration.version == "1"
+    assert key_service.calls_for(LATE) >= 2, "the first answers were failures, so it must have asked again"
