@@ -88,6 +88,13 @@ def registry_with_service(
         yield registry
 
 
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "linear"
+    mlflow.sklearn.save_model(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), str(path))
+    return path
+
+
 def search(registry: Registry, key: str) -> httpx.Response:
     return httpx.post(
         f"{registry.url}/api/2.0/mlflow/experiments/search",
@@ -167,11 +174,9 @@ def test_service_unreachable_means_503_and_nothing_written(tmp_path: Path) -> No
 
 
 def test_register_names_a_down_key_service_and_creates_nothing(
-    registry_with_service: Registry, key_service: KeyService, tmp_path: Path
+    registry_with_service: Registry, key_service: KeyService, model: Path
 ) -> None:
     """F6 as a registering third party meets it: a typed error that says what is down, nothing made."""
-    model = tmp_path / "model"
-    mlflow.sklearn.save_model(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), str(model))
     unseen = "hk_live_external_register_0123456789abcdef"
     admin = registry_with_service.client(registry_with_service.admin_key)
     key_service.failing = True
@@ -189,10 +194,8 @@ def test_register_names_a_down_key_service_and_creates_nothing(
 
 
 def test_register_retries_through_a_short_key_service_outage(
-    registry_with_service: Registry, key_service: KeyService, tmp_path: Path
+    registry_with_service: Registry, key_service: KeyService, model: Path
 ) -> None:
-    model = tmp_path / "model"
-    mlflow.sklearn.save_model(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), str(model))
     key_service.failing = True
     threading.Timer(3.0, lambda: setattr(key_service, "failing", False)).start()
     registration = register_model(
