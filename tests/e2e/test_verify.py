@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -264,4 +265,46 @@ def test_runbook_wrappers(registry: Registry, tmp_path: Path) -> None:
     no_key = {k: v for k, v in env.items() if k not in ("HOKUSAI_API_KEY", "MLFLOW_TRACKING_TOKEN")}
     missing = subprocess.run([str(root / "scripts/verify_mlflow_deployment.sh")], env=no_key, timeout=30)
     assert missing.returncode == 2
+    assert leftovers(registry) == []
+
+
+def test_self_signed_certificate_is_f10_and_never_bypassed(tmp_path: Path) -> None:
+    """An HTTPS endpoint whose certificate the client cannot trust: F10, and verify does not go on."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), BaseHTTPRequestHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, report = run_verify(f"https://127.0.0.1:{server.server_address[1]}", "any-key", tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    checks = by_id(report)
+    assert code == 1
+    assert checks["reachability"]["diagnosis"].startswith("F10"), checks["reachability"]
+    assert {c["status"] for c in report["checks"][1:]} == {"skip"}
+
+
+def test_keep_leaves_what_verify_created_for_inspection(registry: Registry, tmp_path: Path) -> None:
+    code, report = run_verify(
+        registry.url, registry.admin_key, tmp_path, "--keep", "--skip-registration", "--large-mb", "0"
+    )
+    assert code == 0, report
+    kept = leftovers(registry)
+    assert kept, "--keep should leave the verify experiment in place"
+    with registry.client(registry.admin_key) as admin:  # tidy up for the other tests
+        for name in kept:
+            found = admin.get("/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": name})
+            if found.status_code == 200:
+                experiment_id = found.json()["experiment"]["experiment_id"]
+                admin.post("/api/2.0/mlflow/experiments/delete", json={"experiment_id": experiment_id})
+            else:
+                admin.request("DELETE", "/api/2.0/mlflow/registered-models/delete", json={"name": name})
     assert leftovers(registry) == []
