@@ -234,17 +234,16 @@ def verify(
 
     Exit 0 when no check fails, 1 when any fails, 2 on bad usage (no URL, no key).
     """
-    import os
 
+    from hokusai_registry.register.metadata import MISSING_KEY, MISSING_URL, key_or_env, url_or_env
     from hokusai_registry.verify import Context
     from hokusai_registry.verify import verify as run_verify
 
-    url = url or os.environ.get("MLFLOW_TRACKING_URI")
-    key = api_key or os.environ.get("HOKUSAI_API_KEY") or os.environ.get("MLFLOW_TRACKING_TOKEN")
+    url, key = url_or_env(url), key_or_env(api_key)
     if not url:
-        raise fail("no registry URL: pass --url or set MLFLOW_TRACKING_URI")
+        raise fail(MISSING_URL)
     if not key:
-        raise fail("no API key: pass --api-key or set HOKUSAI_API_KEY (or MLFLOW_TRACKING_TOKEN)")
+        raise fail(MISSING_KEY)
     ctx = Context(url, key, read_key=read_key, timeout=timeout, large_mb=large_mb, keep=keep)
     report = run_verify(ctx, skip_registration=skip_registration, console=err)
     if json_path:

@@ -7,6 +7,7 @@ and tag rules mirror what MLflow's server enforces, so a bad value fails here an
 from __future__ import annotations
 
 import math
+import os
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
@@ -150,17 +151,28 @@ def model_dir(path: str | Path) -> Path:
     return directory
 
 
+MISSING_KEY = "no API key: pass --api-key or set HOKUSAI_API_KEY (or MLFLOW_TRACKING_TOKEN)"
+MISSING_URL = "no registry URL: pass --url or set MLFLOW_TRACKING_URI"
+
+
+def key_or_env(given: str | None) -> str | None:
+    """The key a client command uses: the one given, else HOKUSAI_API_KEY, else MLflow's token."""
+    return given or os.environ.get("HOKUSAI_API_KEY") or os.environ.get("MLFLOW_TRACKING_TOKEN")
+
+
+def url_or_env(given: str | None) -> str | None:
+    return given or os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def api_key(value: str | None) -> str:
     if not value or not value.strip():
-        raise InvalidInput(
-            "api_key", "no API key: pass --api-key or set HOKUSAI_API_KEY (or MLFLOW_TRACKING_TOKEN)"
-        )
+        raise InvalidInput("api_key", MISSING_KEY)
     return value.strip()
 
 
 def url(value: str | None) -> str:
     if not value:
-        raise InvalidInput("url", "no registry URL: pass --url or set MLFLOW_TRACKING_URI")
+        raise InvalidInput("url", MISSING_URL)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InvalidInput("url", f"{value!r} is not an http(s) URL")

@@ -15,7 +15,6 @@ record of the attempt.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -297,10 +296,8 @@ def register_model(
     started = time.monotonic()
     meta = metadata.metadata(name, token_id, metric, baseline, tags)
     kind = source.flavor(model)
-    registry_url = metadata.url(url or os.environ.get("MLFLOW_TRACKING_URI"))
-    key = metadata.api_key(
-        api_key or os.environ.get("HOKUSAI_API_KEY") or os.environ.get("MLFLOW_TRACKING_TOKEN")
-    )
+    registry_url = metadata.url(metadata.url_or_env(url))
+    key = metadata.api_key(metadata.key_or_env(api_key))
     experiment = metadata.experiment_name(experiment)
     from hokusai_registry.register.progress import Quiet
 

@@ -144,11 +144,7 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> ApiKey:
         with self._engine.begin() as conn:
-            conn.execute(
-                api_keys.update()
-                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            )
+            _revoke_where(conn, api_keys.c.id == key_id)
             row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
         if row is None:
             raise KeyNotFound(f"no key with id {key_id!r}")
@@ -180,12 +176,15 @@ class KeyStore:
     def revoke_all(self, username: str) -> None:
         """Revoke every key of a user, so a user created again later under the same name gets none."""
         with self._engine.begin() as conn:
-            conn.execute(
-                api_keys.update()
-                .where(api_keys.c.username == username, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            )
+            _revoke_where(conn, api_keys.c.username == username)
 
     def touch(self, key_id: str, when: datetime) -> None:
         with self._engine.begin() as conn:
             conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=when))
+
+
+def _revoke_where(conn: sa.Connection, condition: sa.ColumnElement[bool]) -> None:
+    """Revoke the matching keys that are not revoked yet (a revoked key keeps its first revocation time)."""
+    conn.execute(
+        api_keys.update().where(condition, api_keys.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )

@@ -10,8 +10,8 @@ requests the middleware decides nothing, yet it costs about 1.5 ms of CPU each: 
 :class:`PermissionGate` takes its place in the middleware stack. It sends a request straight on
 only when MLflow's middleware would have done exactly that: no FastAPI validator for the path, and
 no native route that matches it. Everything else, including every native route, goes through
-MLflow's middleware unchanged. The route match is memoized per (method, path): it depends on
-nothing else, and the cache is bounded.
+MLflow's middleware unchanged. The decision is memoized per (method, path): it depends on nothing
+else, and the cache is bounded.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class PermissionGate:
         self._find_validator = _find_fastapi_validator
         self._matches_native = _scope_matches_native_route
         self._native_routes = native_routes
-        self._matches: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=4096)  # event loop only
+        self._decisions: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=4096)  # event loop only
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and self.bound_for_flask(scope):
@@ -49,14 +49,16 @@ class PermissionGate:
     def bound_for_flask(self, scope: dict[str, Any]) -> bool:
         """True when MLflow's middleware would pass the request on without deciding anything."""
         path, method = scope["path"], scope["method"]
-        if scope.get("root_path") or self._find_validator(path, method) is not None:
+        if scope.get("root_path"):
             return False
-        matches = self._matches.get((method, path))
-        if matches is None:
-            matches = bool(self._matches_native(self._native_routes, scope))
+        decided = self._decisions.get((method, path))
+        if decided is None:
+            decided = self._find_validator(path, method) is None and not self._matches_native(
+                self._native_routes, scope
+            )
             if len(path) <= MAX_CACHED_PATH:
-                self._matches[(method, path)] = matches
-        return not matches
+                self._decisions[(method, path)] = decided
+        return decided
 
 
 def install(fastapi_app: Any) -> bool:
