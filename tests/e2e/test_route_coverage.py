@@ -33,7 +33,7 @@ EXPECTED_PUBLIC = {
 
 
 @pytest.fixture(scope="module")
-def routes(registry: Registry) -> list[dict]:
+def routes(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     secrets = json.loads((registry.data_dir / "secrets.json").read_text())
     env = {
         **os.environ,
@@ -44,7 +44,11 @@ def routes(registry: Registry) -> list[dict]:
         "_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED": "true",
         "_MLFLOW_SGI_NAME": "uvicorn",
     }
-    done = subprocess.run([sys.executable, str(DUMP)], env=env, capture_output=True, text=True, timeout=120)
+    # MLflow's app falls back to ./mlflow.db when no store is configured: keep that out of the checkout.
+    cwd = tmp_path_factory.mktemp("dump-routes")
+    done = subprocess.run(
+        [sys.executable, str(DUMP)], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
