@@ -14,6 +14,7 @@ in both its Flask and its FastAPI paths, so the user returned for the requesting
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -27,13 +28,22 @@ _WRITE_PREFIXES = (
     "create_", "update_", "delete_", "grant_", "revoke_", "assign_", "unassign_", "add_", "remove_",
     "rename_", "set_",
 )  # fmt: skip
+_MISSING = object()
 
 
 class CachedAuthStore:
-    def __init__(self, store: Any, ttl: float, on_user_deleted: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        store: Any,
+        ttl: float,
+        on_user_deleted: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._on_user_deleted = on_user_deleted
-        self._cache: TTLCache[tuple[Any, ...], Any] = TTLCache(maxsize=50_000, ttl=max(ttl, 1e-6))
+        self._cache: TTLCache[tuple[Any, ...], Any] = TTLCache(
+            maxsize=50_000, ttl=max(ttl, 1e-6), timer=clock
+        )
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._epoch: int | None = None
@@ -61,19 +71,21 @@ class CachedAuthStore:
         return list(self._cached(key, lambda: self._store.list_grants(user_id, workspace, resource_types)))
 
     def _cached(self, key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
+        # One get() per look-up: an entry can expire between a membership test and a read.
         self._sync_epoch()
         with self._lock:
-            if key in self._cache:
-                return self._cache[key]
+            value = self._cache.get(key, _MISSING)
+        if value is not _MISSING:
+            return value
         # When an entry expires, every request in flight misses it at once; one loads, the rest wait
         # for its answer instead of repeating the same SQL (misses are rare, so one lock is enough).
         with self._load_lock:
             with self._lock:
-                if key in self._cache:
-                    return self._cache[key]
-            value = load()  # a missing user raises and is not cached
-            with self._lock:
-                self._cache[key] = value
+                value = self._cache.get(key, _MISSING)
+            if value is _MISSING:
+                value = load()  # a missing user raises and is not cached
+                with self._lock:
+                    self._cache[key] = value
         return value
 
     def _sync_epoch(self) -> None:
