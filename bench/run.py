@@ -112,7 +112,12 @@ def bench_requests(servers: list[Server], rounds: int, seconds: int) -> str:
     for round_ in range(rounds):
         for connections in (1, 16):
             for label, server, headers in found:
-                result = wrk(server.url + READ_PATH, headers, connections, seconds)
+                try:
+                    result = wrk(server.url + READ_PATH, headers, connections, seconds)
+                except RuntimeError as error:
+                    raise RuntimeError(
+                        f"{label}: {error}\nits server log:\n{server.log_failures()}"
+                    ) from None
                 results.setdefault((label, connections), []).append(result)
                 print(f"round {round_ + 1} c={connections} {label}: {result}", file=sys.stderr)
 

@@ -44,6 +44,23 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)  # how the mlflow client authenticates
     experiment_id: str = ""
     run_id: str = ""
+    log: Path | None = None
+
+    def log_failures(self, limit: int = 40) -> str:
+        """The server log's lines about responses other than 200, and any traceback: why wrk saw errors."""
+        if self.log is None:
+            return ""
+        lines = self.log.read_text(errors="replace").splitlines()
+        start = next((i for i, line in enumerate(lines) if "Uvicorn running" in line), 0)
+        failing = [
+            line
+            for line in lines[start:]
+            if ('HTTP/1.1"' in line and "200 OK" not in line)
+            or (line.startswith('{"time"') and '"status": 200' not in line)
+            or "Traceback" in line
+            or "Error" in line
+        ]
+        return "\n".join(failing[-limit:])
 
     def worker_pids(self) -> list[int]:
         """The uvicorn process(es) under the server: the processes that serve requests."""
@@ -176,7 +193,7 @@ def _ready(p: _Pending) -> Server:
     """Wait for /health, make the credentials and the fixtures (a model, an experiment, a run)."""
     log = p.data / "server.log"
     _wait_healthy(p.url, p.proc, log)
-    server = Server(p.kind, p.url, p.proc, headers={})
+    server = Server(p.kind, p.url, p.proc, headers={}, log=log)
     if p.kind == "basic":
         server.headers = basic("admin", p.password)
         server.env = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": p.password}
