@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from cachetools import TTLCache
 from mlflow.server.auth.entities import User
 
 from hokusai_registry.server.context import current_principal, current_request
@@ -31,6 +30,9 @@ _WRITE_PREFIXES = (
 _MISSING = object()
 
 
+MAX_ENTRIES = 50_000
+
+
 class CachedAuthStore:
     def __init__(
         self,
@@ -41,12 +43,18 @@ class CachedAuthStore:
     ) -> None:
         self._store = store
         self._on_user_deleted = on_user_deleted
-        self._cache: TTLCache[tuple[Any, ...], Any] = TTLCache(
-            maxsize=50_000, ttl=max(ttl, 1e-6), timer=clock
-        )
+        self._ttl = ttl
+        self._clock = clock
+        # A plain dict, emptied as a whole when the epoch moves or the TTL has passed since it was
+        # last emptied: a hit is one dict read (MLflow asks about eight times per request), and no
+        # entry is older than the TTL. The generation guards against a load that began before an
+        # emptying writing its older answer into the new cache.
+        self._entries: dict[tuple[Any, ...], Any] = {}
+        self._generation = 0
+        self._fresh_until = float("-inf")
+        self._epoch: int | None = None
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
-        self._epoch: int | None = None
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._store, name)
@@ -62,7 +70,7 @@ class CachedAuthStore:
     def get_user(self, username: str) -> User:
         user: User = self._cached(("user", username), lambda: self._store.get_user(username))
         principal = current_principal()
-        if principal is not None and principal.username == username:
+        if principal is not None and principal.username == username and user.is_admin != principal.is_admin:
             return User(user.id, user.username, user.password_hash, principal.is_admin)
         return user
 
@@ -71,41 +79,47 @@ class CachedAuthStore:
         return list(self._cached(key, lambda: self._store.list_grants(user_id, workspace, resource_types)))
 
     def _cached(self, key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
-        # One get() per look-up: an entry can expire between a membership test and a read.
         self._sync_epoch()
-        with self._lock:
-            value = self._cache.get(key, _MISSING)
+        value = self._entries.get(key, _MISSING)
         if value is not _MISSING:
             return value
-        # When an entry expires, every request in flight misses it at once; one loads, the rest wait
+        # When the cache empties, every request in flight misses at once; one loads, the rest wait
         # for its answer instead of repeating the same SQL (misses are rare, so one lock is enough).
         with self._load_lock:
-            with self._lock:
-                value = self._cache.get(key, _MISSING)
+            value = self._entries.get(key, _MISSING)
             if value is _MISSING:
+                generation = self._generation
                 value = load()  # a missing user raises and is not cached
                 with self._lock:
-                    self._cache[key] = value
+                    if generation == self._generation and len(self._entries) < MAX_ENTRIES:
+                        self._entries[key] = value
         return value
 
     def _sync_epoch(self) -> None:
+        """Once per request: empty the cache if another writer moved the epoch or the TTL ran out."""
         state = current_request.get()
         if state is not None and state.auth_epoch is not None:
             return
         epoch = read_epoch(self._store.engine)
-        with self._lock:
-            if epoch != self._epoch:
-                self._cache.clear()
+        now = self._clock()
+        if epoch != self._epoch or now >= self._fresh_until:
+            with self._lock:
+                self._empty()
                 self._epoch = epoch
+                self._fresh_until = now + self._ttl
         if state is not None:
             state.auth_epoch = epoch
+
+    def _empty(self) -> None:
+        self._entries = {}
+        self._generation += 1
 
     def _bumping(self, write: Callable[..., Any]) -> Callable[..., Any]:
         def write_then_bump(*args: Any, **kwargs: Any) -> Any:
             result = write(*args, **kwargs)
             bump_epoch(self._store.engine)
             with self._lock:
-                self._cache.clear()
+                self._empty()
             return result
 
         return write_then_bump

@@ -8,7 +8,6 @@ the same database as MLflow's users and permissions, so the server and the `keys
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import asdict, dataclass
@@ -88,7 +87,7 @@ class NewKey:
 
 
 def hash_key(key: str, secret: bytes) -> str:
-    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret, key.encode(), "sha256").hex()
 
 
 def looks_like_key(value: str) -> bool:

@@ -68,15 +68,24 @@ class ApiKeyMiddleware:
                 )
 
     async def _authenticate(self, scope: Scope) -> Principal:
-        headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
-        }
-        key = extract_key(headers)
+        key = extract_key(credential_headers(scope["headers"]))
         digest = self.authenticator.digest(key)
         principal = self.authenticator.from_cache(digest)
         if principal is None:  # a database or key-service round trip: keep it off the event loop
             principal = await anyio.to_thread.run_sync(self.authenticator.resolve, key, digest)
         return principal
+
+
+CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
+
+
+def credential_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The headers a key can come in, by lower-case name; the others are never decoded."""
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in raw
+        if name.lower() in CREDENTIAL_HEADERS
+    }
 
 
 async def _refuse(scope: Scope, send: Any, refusal: Refusal) -> None:
