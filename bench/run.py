@@ -88,8 +88,27 @@ def parse_wrk(output: str) -> WrkResult:
     return WrkResult(float(rps.group(1)), _ms(percentile["50"]), _ms(percentile["99"]))
 
 
+# On a 2-core machine wrk and the server worker compete for the same cores unless they are kept
+# apart, and the scheduler moving them around moves c1 latency by several ms between rounds.
+# `pin_cpus` puts every server's worker on one core and wrk on the other (all servers alike).
+_WRK_CPU: str | None = None
+
+
+def pin_cpus(servers: list[Server]) -> str:
+    """Workers on CPU 0, wrk on CPU 1; returns what was done, for the report."""
+    global _WRK_CPU
+    if (os.cpu_count() or 1) < 2:
+        return "not pinned (one CPU)"
+    for server in servers:
+        for pid in server.worker_pids():
+            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(pid)], check=True, capture_output=True)
+    _WRK_CPU = "1"
+    return "server workers pinned to CPU 0, wrk to CPU 1"
+
+
 def wrk_command(url: str, headers: dict[str, str], connections: int, seconds: int) -> list[str]:
-    command = ["wrk", "--latency", "--timeout", "10s", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    pinned = ["taskset", "-c", _WRK_CPU] if _WRK_CPU else []
+    command = [*pinned, "wrk", "--latency", "--timeout", "10s", "-t1", f"-c{connections}", f"-d{seconds}s"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     return [*command, url]
@@ -111,7 +130,8 @@ def bench_requests(servers: list[Server], rounds: int, seconds: int) -> str:
     results: dict[tuple[str, int], list[WrkResult]] = {}
     for round_ in range(rounds):
         for connections in (1, 16):
-            for label, server, headers in found:
+            # Alternate the order so drift in the machine's speed within a round favours no one.
+            for label, server, headers in found if round_ % 2 == 0 else found[::-1]:
                 try:
                     result = wrk(server.url + READ_PATH, headers, connections, seconds)
                 except RuntimeError as error:
@@ -123,6 +143,12 @@ def bench_requests(servers: list[Server], rounds: int, seconds: int) -> str:
 
     def med(label: str, connections: int, metric: str) -> float:
         return median([getattr(r, metric) for r in results[(label, connections)]])
+
+    def paired(label: str, connections: int, compare: Callable[[WrkResult, WrkResult], float]) -> float:
+        """Median over rounds of a comparison with stock's run in the same round: the machine's
+        speed drifts between rounds by more than the difference being measured."""
+        pairs = zip(results[(label, connections)], results[("stock", connections)], strict=True)
+        return median([compare(ours, stock) for ours, stock in pairs])
 
     rows = []
     for label, _server, _headers in found:
@@ -136,8 +162,8 @@ def bench_requests(servers: list[Server], rounds: int, seconds: int) -> str:
                 f"{rps_16:.0f}",
                 f"{med(label, 16, 'p50_ms'):.2f}",
                 f"{med(label, 16, 'p99_ms'):.2f}",
-                f"{p50_1 - med('stock', 1, 'p50_ms'):+.2f}",
-                f"{rps_16 / med('stock', 16, 'rps'):.0%}",
+                f"{paired(label, 1, lambda ours, stock: ours.p50_ms - stock.p50_ms):+.2f}",
+                f"{paired(label, 16, lambda ours, stock: ours.rps / stock.rps):.0%}",
             ]
         )
     header = ["server", "c1 p50 ms", "c1 p99 ms", "c1 req/s", "c16 req/s", "c16 p50 ms", "c16 p99 ms"]
@@ -424,6 +450,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="registration: timed runs per server")
     parser.add_argument("--profile-seconds", type=int, default=10)
     parser.add_argument("--profile-kind", default="ours", choices=("stock", "basic", "ours"))
+    parser.add_argument("--no-pin", action="store_true", help="let the scheduler place wrk and workers")
     parser.add_argument("--profile-raw", type=Path, help="keep py-spy's collapsed stacks in this file")
     args = parser.parse_args()
     wanted = set(commands[:-1]) if args.command == "all" else {args.command}
@@ -435,6 +462,7 @@ def main() -> None:
     ):
         root = Path(tmp)
         print(f"load average before: {os.getloadavg()}", file=sys.stderr)
+        print(f"CPUs: {'not pinned (--no-pin)' if args.no_pin else pin_cpus(servers)}\n", flush=True)
         if "requests" in wanted:
             print(f"## requests\n\n{bench_requests(servers, args.rounds, args.seconds)}\n", flush=True)
         if "cpu" in wanted:
