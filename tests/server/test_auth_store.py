@@ -2,34 +2,81 @@
 
 from __future__ import annotations
 
-import itertools
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
 from hokusai_registry.server.auth_store import CachedAuthStore
 from hokusai_registry.server.context import Principal, RequestState, current_request
+from hokusai_registry.server.schema import create_tables
+
+TTL = 2.0
 
 
-def test_an_entry_expiring_mid_lookup_is_reloaded_not_an_error(tmp_path: Path) -> None:
-    """TTL entries expire between any two clock reads; a lookup must never see "present" then fail.
+class CountingStore:
+    """MLflow's real auth store, counting the reads that reach it."""
 
-    The clock moves half the TTL on every read, so some entry expires between a membership test
-    and the read after it: that used to raise KeyError, a 500 seen once in 30,000 benchmark requests.
-    """
-    mlflow_store = SqlAlchemyStore()
-    mlflow_store.init_db(f"sqlite:///{tmp_path / 'auth.db'}")
-    mlflow_store.create_user("alice", "a-long-enough-password-1A!")
-    ticks = itertools.count()
-    store = CachedAuthStore(
-        mlflow_store, ttl=2.0, on_user_deleted=lambda _: None, clock=lambda: float(next(ticks))
-    )
-    token = current_request.set(
-        RequestState(Principal("k_1", "alice", "write"), read_only=True, auth_epoch=0)
-    )
+    def __init__(self, store: SqlAlchemyStore) -> None:
+        self.store = store
+        self.reads: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("get_user", "list_grants"):
+            self.reads[name] += 1
+        return getattr(self.store, name)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path) -> SqlAlchemyStore:
+    store = SqlAlchemyStore()
+    store.init_db(f"sqlite:///{tmp_path / 'auth.db'}")
+    create_tables(store.engine)
+    store.create_user("alice", "a-long-enough-password-1A!")
+    return store
+
+
+@contextmanager
+def request_as(username: str) -> Iterator[None]:
+    token = current_request.set(RequestState(Principal("k_1", username, "write"), read_only=True))
     try:
-        for _ in range(200):
-            assert store.get_user("alice").username == "alice"
-            assert store.list_grants(store.get_user("alice").id, "default", {"experiment"}) == []
+        yield
     finally:
         current_request.reset(token)
+
+
+def test_hits_within_the_ttl_and_one_reload_after_it(mlflow_store: SqlAlchemyStore) -> None:
+    now = [0.0]
+    counting = CountingStore(mlflow_store)
+    store = CachedAuthStore(counting, TTL, on_user_deleted=lambda _: None, clock=lambda: now[0])
+    for at in (0.0, 0.5, 1.9):  # three requests inside one TTL: one read of each kind
+        now[0] = at
+        with request_as("alice"):
+            user = store.get_user("alice")
+            assert store.get_user("alice") == user
+            assert store.list_grants(user.id, "default", {"experiment"}) == []
+    assert counting.reads == {"get_user": 1, "list_grants": 1}
+
+    now[0] = TTL + 0.1
+    with request_as("alice"):
+        store.list_grants(store.get_user("alice").id, "default", {"experiment"})
+    assert counting.reads == {"get_user": 2, "list_grants": 2}
+
+
+def test_a_write_on_another_worker_is_seen_by_the_next_request(mlflow_store: SqlAlchemyStore) -> None:
+    """Create-then-use across workers: the epoch a write bumps empties every worker's cache."""
+    here = CachedAuthStore(mlflow_store, 60, on_user_deleted=lambda _: None)
+    elsewhere = CachedAuthStore(mlflow_store, 60, on_user_deleted=lambda _: None)
+    with request_as("alice"):
+        alice = here.get_user("alice")
+        assert here.list_grants(alice.id, "default", {"experiment"}) == []
+
+    elsewhere.grant_user_permission("alice", "experiment", "7", "MANAGE")
+
+    with request_as("alice"):
+        grants = here.list_grants(alice.id, "default", {"experiment"})
+    assert [(grant.resource_type, grant.resource_pattern) for grant in grants] == [("experiment", "7")]
