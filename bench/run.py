@@ -3,11 +3,12 @@
 Run by hand from the repository root; each command starts the servers and prints Markdown tables:
 
     .venv/bin/python bench/run.py requests [--rounds 3] [--seconds 8]       # wrk: registered-models/get
+    .venv/bin/python bench/run.py latency [--requests 2000]                 # 1 client, request by request
     .venv/bin/python bench/run.py cpu [--rounds 3] [--seconds 8]            # worker CPU ms per request
     .venv/bin/python bench/run.py artifacts [--artifact-rounds 2] [--mib 256]  # PUT/GET via the server
     .venv/bin/python bench/run.py registration [--runs 20]                  # client log + register
     .venv/bin/python bench/run.py profile [--profile-seconds 10]            # py-spy on our worker
-    .venv/bin/python bench/run.py all                                       # all five, one server set
+    .venv/bin/python bench/run.py all                                       # all of them, one server set
 
 `--kinds stock,ours` skips MLflow's basic-auth server (slow to measure: scrypt per request).
 
@@ -123,6 +124,18 @@ def warm_up(url: str, headers: dict[str, str]) -> None:
     subprocess.run(wrk_command(url, headers, 16, 3), check=True, capture_output=True)
 
 
+def wait_idle(servers: list[Server], timeout: float = 120) -> None:
+    """Wait until no worker burns CPU: basic-auth keeps hashing queued requests after wrk stops,
+    and on the shared core that would slow whichever server is measured next."""
+    pids = [pid for server in servers for pid in server.worker_pids()]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pids)
+        time.sleep(0.5)
+        if cpu_seconds(pids) - before < 0.02:
+            return
+
+
 def bench_requests(servers: list[Server], rounds: int, seconds: int) -> str:
     found = targets(servers)
     for _label, server, headers in found:
@@ -132,6 +145,7 @@ def bench_requests(servers: list[Server], rounds: int, seconds: int) -> str:
         for connections in (1, 16):
             # Alternate the order so drift in the machine's speed within a round favours no one.
             for label, server, headers in found if round_ % 2 == 0 else found[::-1]:
+                wait_idle(servers)
                 try:
                     result = wrk(server.url + READ_PATH, headers, connections, seconds)
                 except RuntimeError as error:
@@ -168,6 +182,37 @@ def bench_requests(servers: list[Server], rounds: int, seconds: int) -> str:
         )
     header = ["server", "c1 p50 ms", "c1 p99 ms", "c1 req/s", "c16 req/s", "c16 p50 ms", "c16 p99 ms"]
     return table([*header, "c1 p50 vs stock (ms)", "c16 req/s vs stock"], rows)
+
+
+def bench_latency(servers: list[Server], requests: int) -> str:
+    """One client, alternating between the targets request by request: the added latency per read.
+
+    wrk's rounds last seconds, and this machine's speed drifts between them by more than the
+    difference being measured. Here each request to ours is paired with the request to stock made
+    just before or after it, and the difference is the median of those pairs.
+    """
+    found = [t for t in targets(servers) if t[1].kind != "basic"]  # scrypt: 0.5 s a request
+    if hasattr(os, "sched_setaffinity") and _WRK_CPU:
+        os.sched_setaffinity(0, {int(_WRK_CPU)})  # the client where wrk would be
+    wait_idle(servers)
+    clients = {label: httpx.Client(headers=headers) for label, _server, headers in found}
+    urls = {label: server.url + READ_PATH for label, server, _headers in found}
+    times: dict[str, list[float]] = {label: [] for label in clients}
+    for index in range(requests + 50):
+        for label in clients if index % 2 == 0 else reversed(clients):
+            started = time.perf_counter()
+            clients[label].get(urls[label]).raise_for_status()
+            if index >= 50:  # the first 50 warm the connections and caches
+                times[label].append((time.perf_counter() - started) * 1000)
+    for client in clients.values():
+        client.close()
+    rows = []
+    for label, ms in times.items():
+        added = median([ours - stock for ours, stock in zip(ms, times["stock"], strict=True)])
+        q = statistics.quantiles(ms, n=100)
+        rows.append([label, f"{median(ms):.2f}", f"{q[89]:.2f}", f"{q[98]:.2f}", f"{added:+.2f}"])
+    header = ["server", "p50 ms", "p90 ms", "p99 ms", "added vs stock, median of pairs (ms)"]
+    return table(header, rows)
 
 
 # --- artifacts -------------------------------------------------------------------------------
@@ -404,6 +449,7 @@ def bench_cpu(servers: list[Server], rounds: int, seconds: int) -> str:
     costs: dict[str, list[float]] = {}
     for _ in range(rounds):
         for label, server, headers in found:
+            wait_idle(servers)
             workers = server.worker_pids()
             before = cpu_seconds(workers)
             command = [*wrk_command(server.url + READ_PATH, headers, 4, seconds)]
@@ -440,11 +486,12 @@ def bench_profile(servers: list[Server], raw: Path, seconds: int, kind: str = "o
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    commands = ("requests", "cpu", "artifacts", "registration", "profile", "all")
+    commands = ("requests", "latency", "cpu", "artifacts", "registration", "profile", "all")
     parser.add_argument("command", choices=commands)
     parser.add_argument("--kinds", default="stock,basic,ours", help="servers to start, comma-separated")
     parser.add_argument("--rounds", type=int, default=3, help="requests: interleaved rounds")
     parser.add_argument("--seconds", type=int, default=8, help="requests: seconds per wrk run")
+    parser.add_argument("--requests", type=int, default=2000, help="latency: requests per target")
     parser.add_argument("--artifact-rounds", type=int, default=2)
     parser.add_argument("--mib", type=int, default=256, help="artifacts: file size")
     parser.add_argument("--runs", type=int, default=20, help="registration: timed runs per server")
@@ -465,6 +512,8 @@ def main() -> None:
         print(f"CPUs: {'not pinned (--no-pin)' if args.no_pin else pin_cpus(servers)}\n", flush=True)
         if "requests" in wanted:
             print(f"## requests\n\n{bench_requests(servers, args.rounds, args.seconds)}\n", flush=True)
+        if "latency" in wanted:
+            print(f"## latency\n\n{bench_latency(servers, args.requests)}\n", flush=True)
         if "cpu" in wanted:
             print(f"## cpu\n\n{bench_cpu(servers, args.rounds, args.seconds)}\n", flush=True)
         if "artifacts" in wanted:
