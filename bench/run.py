@@ -107,6 +107,12 @@ def pin_cpus(servers: list[Server]) -> str:
     return "server workers pinned to CPU 0, wrk to CPU 1"
 
 
+def pin_client() -> None:
+    """Run this harness where wrk would run, when it is the client (latency, artifacts)."""
+    if hasattr(os, "sched_setaffinity") and _WRK_CPU:
+        os.sched_setaffinity(0, {int(_WRK_CPU)})
+
+
 def wrk_command(url: str, headers: dict[str, str], connections: int, seconds: int) -> list[str]:
     pinned = ["taskset", "-c", _WRK_CPU] if _WRK_CPU else []
     command = [*pinned, "wrk", "--latency", "--timeout", "10s", "-t1", f"-c{connections}", f"-d{seconds}s"]
@@ -192,8 +198,7 @@ def bench_latency(servers: list[Server], requests: int) -> str:
     just before or after it, and the difference is the median of those pairs.
     """
     found = [t for t in targets(servers) if t[1].kind != "basic"]  # scrypt: 0.5 s a request
-    if hasattr(os, "sched_setaffinity") and _WRK_CPU:
-        os.sched_setaffinity(0, {int(_WRK_CPU)})  # the client where wrk would be
+    pin_client()
     wait_idle(servers)
     clients = {label: httpx.Client(headers=headers) for label, _server, headers in found}
     urls = {label: server.url + READ_PATH for label, server, _headers in found}
@@ -246,59 +251,79 @@ def make_blob(path: Path, mib: int) -> None:
             file.write(os.urandom(1 << 20))
 
 
-def transfer(server: Server, blob: Path, name: str) -> tuple[float, float, float, float]:
-    """Upload then download blob; (upload MB/s, download MB/s, upload RSS MiB, download RSS MiB)."""
+@dataclass
+class Transfer:
+    """One direction of one transfer: throughput, the worker's RSS growth and its CPU time."""
+
+    mb_per_s: float
+    rss_growth_mib: float
+    worker_cpu_s: float
+
+
+@contextmanager
+def measured(pids: list[int], size: int) -> Iterator[Callable[[], Transfer]]:
+    with peak_rss(pids) as rss:
+        cpu, started = cpu_seconds(pids), time.perf_counter()
+        yield lambda: Transfer(size / (ended - started) / 1e6, rss(), cpu_after - cpu)
+        ended, cpu_after = time.perf_counter(), cpu_seconds(pids)
+
+
+def transfer(server: Server, blob: Path, name: str) -> tuple[Transfer, Transfer]:
+    """Upload then download blob through the server: (upload, download)."""
     url = f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{server.experiment_id}/{server.run_id}/{name}"
     size = blob.stat().st_size
     pids = server.worker_pids()
     with httpx.Client(headers=server.headers, timeout=600) as client:
-        with blob.open("rb") as file, peak_rss(pids) as up_rss:
-            started = time.perf_counter()
+        with blob.open("rb") as file, measured(pids, size) as up:
             client.put(url, content=file).raise_for_status()
-            up = size / (time.perf_counter() - started) / 1e6
-        with peak_rss(pids) as down_rss:
-            started = time.perf_counter()
-            received = 0
-            with client.stream("GET", url) as response:
-                response.raise_for_status()
-                for chunk in response.iter_raw(1 << 20):
-                    received += len(chunk)
-            down = size / (time.perf_counter() - started) / 1e6
+        received = 0
+        with measured(pids, size) as down, client.stream("GET", url) as response:
+            response.raise_for_status()
+            for chunk in response.iter_raw(1 << 20):
+                received += len(chunk)
         if received != size:
             raise RuntimeError(f"{server.kind}: downloaded {received} bytes of {size}")
-    return up, down, up_rss(), down_rss()
+    return up(), down()
 
 
 def bench_artifacts(servers: list[Server], root: Path, rounds: int, mib: int) -> str:
     blob, small = root / "blob.bin", root / "small.bin"
     make_blob(blob, mib)
     make_blob(small, 1)
+    pin_client()
     for server in servers:
         transfer(server, small, "warm-up.bin")
-    results: dict[str, list[tuple[float, float, float, float]]] = {}
+    results: dict[str, list[tuple[Transfer, Transfer]]] = {}
     for round_ in range(rounds):
-        for server in servers:
+        for server in servers if round_ % 2 == 0 else servers[::-1]:
+            # Flush the previous upload's dirty pages first, or this transfer pays for their writeback.
+            os.sync()
+            wait_idle(servers)
             result = transfer(server, blob, f"blob-{round_}.bin")
             results.setdefault(server.kind, []).append(result)
             print(f"round {round_ + 1} {server.kind}: {result}", file=sys.stderr)
 
-    def med(kind: str, i: int) -> float:
-        return median([r[i] for r in results[kind]])
+    def med(kind: str, direction: int, metric: str) -> float:
+        return median([getattr(r[direction], metric) for r in results[kind]])
 
-    rows = [
-        [
-            server.kind,
-            f"{med(server.kind, 0):.0f}",
-            f"{med(server.kind, 1):.0f}",
-            f"{med(server.kind, 0) / med('stock', 0):.0%}",
-            f"{med(server.kind, 1) / med('stock', 1):.0%}",
-            f"{max(r[2] for r in results[server.kind]):.1f}",
-            f"{max(r[3] for r in results[server.kind]):.1f}",
-        ]
-        for server in servers
-    ]
-    header = ["server", "upload MB/s", "download MB/s", "upload vs stock", "download vs stock"]
-    return table([*header, "upload RSS growth MiB (max)", "download RSS growth MiB (max)"], rows)
+    def paired(kind: str, direction: int) -> float:
+        """Median over rounds of the MB/s ratio to stock in the same round (the machine drifts)."""
+        pairs = zip(results[kind], results["stock"], strict=True)
+        return median([r[direction].mb_per_s / s[direction].mb_per_s for r, s in pairs])
+
+    rows = []
+    for server in servers:
+        row = [server.kind]
+        for direction in (0, 1):
+            row += [
+                f"{med(server.kind, direction, 'mb_per_s'):.0f}",
+                f"{paired(server.kind, direction):.0%}",
+                f"{med(server.kind, direction, 'worker_cpu_s'):.2f}",
+                f"{max(r[direction].rss_growth_mib for r in results[server.kind]):.1f}",
+            ]
+        rows.append(row)
+    columns = ["MB/s", "vs stock (paired)", "worker CPU s", "RSS growth MiB (max)"]
+    return table(["server", *[f"{d} {c}" for d in ("up", "down") for c in columns]], rows)
 
 
 # --- registration ----------------------------------------------------------------------------
