@@ -5,6 +5,7 @@ Everything binds 127.0.0.1 on a free port and is stopped by whoever started it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -70,6 +71,19 @@ class Registry:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def worker_env(self) -> dict[str, str]:
+        """The environment `up` gives its workers, to build the app in another process as they do."""
+        secrets = json.loads((self.data_dir / "secrets.json").read_text())
+        return {
+            **os.environ,
+            "MLFLOW_AUTH_CONFIG_PATH": str(self.data_dir / "auth.ini"),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets["flask_secret_key"],
+            "HOKUSAI_REGISTRY_KEY_HASH_SECRET": secrets["key_hash_secret"],
+            "HOKUSAI_REGISTRY_DATA_DIR": str(self.data_dir),
+            "_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED": "true",
+            "_MLFLOW_SGI_NAME": "uvicorn",
+        }
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

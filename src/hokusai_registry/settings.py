@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     key_hash_secret: SecretStr | None = None
 
+    # Exempt start-up objects from garbage collection (see server/app.py); off only to compare.
+    gc_freeze: bool = True
+
     # Key, user and grant look-ups are cached per worker for this long; it bounds revocation.
     cache_ttl_seconds: float = Field(2.0, ge=0, le=5)
 

@@ -7,7 +7,6 @@ is checked here automatically; one that adds an unguarded route fails this test.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,20 +33,15 @@ EXPECTED_PUBLIC = {
 
 @pytest.fixture(scope="module")
 def routes(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    secrets = json.loads((registry.data_dir / "secrets.json").read_text())
-    env = {
-        **os.environ,
-        "MLFLOW_AUTH_CONFIG_PATH": str(registry.data_dir / "auth.ini"),
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets["flask_secret_key"],
-        "HOKUSAI_REGISTRY_KEY_HASH_SECRET": secrets["key_hash_secret"],
-        "HOKUSAI_REGISTRY_DATA_DIR": str(registry.data_dir),
-        "_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED": "true",
-        "_MLFLOW_SGI_NAME": "uvicorn",
-    }
     # MLflow's app falls back to ./mlflow.db when no store is configured: keep that out of the checkout.
     cwd = tmp_path_factory.mktemp("dump-routes")
     done = subprocess.run(
-        [sys.executable, str(DUMP)], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, str(DUMP)],
+        env=registry.worker_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -9,6 +9,7 @@ permission middleware (permission_gate.py). MLflow's Basic password check is rep
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -56,4 +57,17 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
             "hokusai-registry runs under uvicorn, mlflow server's default; drop --gunicorn-opts"
         )
     permission_gate.install(asgi_app)
-    return ApiKeyMiddleware(asgi_app, authenticator)
+    app_with_keys = ApiKeyMiddleware(asgi_app, authenticator)
+    if settings.gc_freeze:
+        freeze_startup_objects()
+    return app_with_keys
+
+
+def freeze_startup_objects() -> None:
+    """Keep the ~360,000 objects MLflow creates at start-up out of every later garbage collection.
+
+    A full collection otherwise walks all of them, pausing the worker for 150-250 ms; under load
+    that happens every few seconds, and it is the p99. Collect first, so no garbage is kept forever.
+    """
+    gc.collect()
+    gc.freeze()
