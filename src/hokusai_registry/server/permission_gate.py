@@ -18,7 +18,8 @@ still get MLflow's own authorization decision, its dispatch function called as i
 ``BaseHTTPMiddleware`` around the transfer, which copied every body chunk through an anyio stream
 (10 to 20% of stock's MB/s). For those routes MLflow's dispatch decides from the path, the query
 and the user alone, and does nothing to the response (no after-handler, no response filter); if an
-upgrade made its validator read the body, the request fails with a 500 instead of passing.
+upgrade made its validator read the body, or its dispatch change the allowed response, the request
+fails with a 500 instead of passing.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 PERMISSION_MIDDLEWARE = "fastapi_permission_middleware"
 MAX_CACHED_PATH = 512  # longer paths (artifact paths, mostly) are matched every time
-_ALLOWED = Response(status_code=200)  # what `call_next` answers when MLflow's dispatch lets a request on
 
 
 async def _no_body() -> dict[str, Any]:
@@ -80,13 +80,19 @@ class PermissionGate:
 
     async def _decide_then_stream(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """MLflow's dispatch decides; an allowed transfer then runs as plain ASGI, body untouched."""
+        allowed = Response(status_code=200)  # this request's "let it on"; nothing else may stand in
+        let_on = False
 
         async def call_next(_request: Request) -> Response:
-            return _ALLOWED
+            nonlocal let_on
+            let_on = True
+            return allowed
 
         decision = await self.dispatch(Request(scope, _no_body), call_next)
-        if decision is _ALLOWED:
+        if decision is allowed:
             await self.app(scope, receive, send)
+        elif let_on:  # it let the request on, then answered with something else: we cannot honour that
+            raise RuntimeError("MLflow's permission middleware changed an allowed artifact response")
         else:
             await decision(scope, receive, send)
 
