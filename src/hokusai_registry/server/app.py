@@ -64,10 +64,10 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
 
 
 def freeze_startup_objects() -> None:
-    """Keep the ~360,000 objects MLflow creates at start-up out of every later garbage collection.
+    """Keep the ~340,000 objects MLflow creates at start-up out of every later garbage collection.
 
-    A full collection otherwise walks all of them, pausing the worker for 150-250 ms; under load
-    that happens every few seconds, and it is the p99. Collect first, so no garbage is kept forever.
+    A full collection otherwise walks all of them, pausing the worker for 150-250 ms, which under
+    load sets the p99 (docs/benchmarks.md, run 8). Collect first, so no garbage is kept forever.
     """
     gc.collect()
     gc.freeze()
