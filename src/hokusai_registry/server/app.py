@@ -1,39 +1,35 @@
 """``create_app``: the ``mlflow.app`` entry point ``hokusai`` (``mlflow server --app-name hokusai``).
 
 It builds MLflow's own basic-auth app, so MLflow's per-resource permissions guard every route,
-and puts three things of ours around it: the API-key ASGI layer (middleware.py), a short cache
-in front of MLflow's auth store (auth_store.py), and a cheaper seat for MLflow's FastAPI
-permission middleware (permission_gate.py). MLflow's Basic password check is replaced by our
-``authorization_function``, whatever the auth config file says.
+and puts four things of ours around it: the API-key ASGI layer (middleware.py), a short cache in
+front of MLflow's auth store (auth_store.py), a request-scoped memo in front of the registry store
+(registry_store.py), and a cheaper seat for MLflow's FastAPI permission middleware
+(permission_gate.py). MLflow's Basic password check is replaced by our ``authorization_function``
+(flask_hook.py), whatever the auth config file says. Every MLflow internal this needs is reached
+through mlflow_adapter.py. Building the app twice in one process wraps nothing twice.
 """
 
 from __future__ import annotations
 
 import gc
-import os
 from typing import Any
 
-from hokusai_registry.server import authn, permission_gate, registry_store
+from hokusai_registry.server import flask_hook, mlflow_adapter, permission_gate, registry_store
 from hokusai_registry.server.auth_store import CachedAuthStore
-from hokusai_registry.server.authn import Authenticator
+from hokusai_registry.server.authenticator import Authenticator
 from hokusai_registry.server.external import ExternalKeyService
 from hokusai_registry.server.keys import KeyStore
 from hokusai_registry.server.middleware import ApiKeyMiddleware
 from hokusai_registry.settings import ConfigError, Settings
 
-AUTHORIZATION_FUNCTION = "hokusai_registry.server.authn:authorization_function"
-
 
 def create_app(app: Any = None) -> ApiKeyMiddleware:
-    # Deny any route MLflow has no authorization rule for, instead of letting it through.
-    os.environ.setdefault("MLFLOW_BASIC_AUTH_FAIL_CLOSED", "true")
-
     from fastapi import FastAPI
     from mlflow.server import app as mlflow_flask_app
     from mlflow.server import auth as mlflow_auth
 
     settings = Settings()
-    mlflow_auth.auth_config = mlflow_auth.auth_config._replace(authorization_function=AUTHORIZATION_FUNCTION)
+    mlflow_adapter.use_authorization_function(flask_hook.AUTHORIZATION_FUNCTION)
 
     external = None
     if settings.auth_url:
@@ -43,12 +39,12 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
             settings.auth_cache_ttl_seconds,
             settings.auth_timeout_seconds,
         )
-    keys = KeyStore(mlflow_auth.auth_config.database_uri, settings.hash_secret())
-    mlflow_auth.store = CachedAuthStore(
-        mlflow_auth.store, settings.cache_ttl_seconds, on_user_deleted=keys.revoke_all
+    keys = KeyStore(mlflow_adapter.auth_database_uri(), settings.hash_secret())
+    mlflow_adapter.install_auth_store(
+        lambda store: CachedAuthStore(store, settings.cache_ttl_seconds, on_user_deleted=keys.revoke_all)
     )
     authenticator = Authenticator(keys, settings.cache_ttl_seconds, external)
-    authn.install(authenticator)
+    flask_hook.install(authenticator)
 
     asgi_app = mlflow_auth.create_app(app or mlflow_flask_app)
     registry_store.install()

@@ -2,9 +2,10 @@
 
 MLflow's auth app reads the user and the user's grants (``get_user``, ``list_grants``) several
 times per request, each an SQL round trip, and they change rarely. We cache both. Correctness
-across workers comes from the auth epoch (schema.py): every write through this store bumps it,
-and each request reads it once before using the cache, so a grant created on one worker is seen
-by the next request anywhere. The TTL bounds staleness for writes that bypass this store.
+across workers comes from the auth epoch (schema.py): every write through this store bumps it
+(``mlflow_adapter.AUTH_STORE_WRITES`` lists MLflow's writes), and each request reads it once before
+using the cache, so a grant created on one worker is seen by the next request anywhere. The TTL
+bounds staleness for writes that bypass this store.
 
 "An admin key acts as an MLflow admin": MLflow decides admin rights from ``get_user(name).is_admin``
 in both its Flask and its FastAPI paths, so the user returned for the requesting principal carries
@@ -21,19 +22,14 @@ from typing import Any
 from mlflow.server.auth.entities import User
 
 from hokusai_registry.server.context import current_principal, current_request
+from hokusai_registry.server.mlflow_adapter import Delegating, is_auth_store_write
 from hokusai_registry.server.schema import bump_epoch, read_epoch
 
-_WRITE_PREFIXES = (
-    "create_", "update_", "delete_", "grant_", "revoke_", "assign_", "unassign_", "add_", "remove_",
-    "rename_", "set_",
-)  # fmt: skip
 _MISSING = object()
-
-
 MAX_ENTRIES = 50_000
 
 
-class CachedAuthStore:
+class CachedAuthStore(Delegating):
     def __init__(
         self,
         store: Any,
@@ -41,7 +37,7 @@ class CachedAuthStore:
         on_user_deleted: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._store = store
+        super().__init__(store)
         self._on_user_deleted = on_user_deleted
         self._ttl = ttl
         self._clock = clock
@@ -57,18 +53,18 @@ class CachedAuthStore:
         self._load_lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._store, name)
-        if name.startswith(_WRITE_PREFIXES) and callable(attribute):
+        attribute = super().__getattr__(name)
+        if is_auth_store_write(name) and callable(attribute):
             return self._bumping(attribute)
         return attribute
 
     def delete_user(self, username: str) -> None:
         """Delete the user and revoke its keys: a user created later under the name gets none of them."""
-        self._bumping(self._store.delete_user)(username)
+        self._bumping(self.wrapped.delete_user)(username)
         self._on_user_deleted(username)
 
     def get_user(self, username: str) -> User:
-        user: User = self._cached(("user", username), lambda: self._store.get_user(username))
+        user: User = self._cached(("user", username), lambda: self.wrapped.get_user(username))
         principal = current_principal()
         if principal is not None and principal.username == username and user.is_admin != principal.is_admin:
             return User(user.id, user.username, user.password_hash, principal.is_admin)
@@ -76,7 +72,7 @@ class CachedAuthStore:
 
     def list_grants(self, user_id: int, workspace: str, resource_types: Collection[str]) -> list[Any]:
         key = ("grants", user_id, workspace, frozenset(resource_types))
-        return list(self._cached(key, lambda: self._store.list_grants(user_id, workspace, resource_types)))
+        return list(self._cached(key, lambda: self.wrapped.list_grants(user_id, workspace, resource_types)))
 
     def _cached(self, key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
         self._sync_epoch()
@@ -100,7 +96,7 @@ class CachedAuthStore:
         state = current_request.get()
         if state is not None and state.auth_epoch is not None:
             return
-        epoch = read_epoch(self._store.engine)
+        epoch = read_epoch(self.wrapped.engine)
         now = self._clock()
         if epoch != self._epoch or now >= self._fresh_until:
             with self._lock:
@@ -117,7 +113,7 @@ class CachedAuthStore:
     def _bumping(self, write: Callable[..., Any]) -> Callable[..., Any]:
         def write_then_bump(*args: Any, **kwargs: Any) -> Any:
             result = write(*args, **kwargs)
-            bump_epoch(self._store.engine)
+            bump_epoch(self.wrapped.engine)
             with self._lock:
                 self._empty()
             return result

@@ -90,10 +90,6 @@ def hash_key(key: str, secret: bytes) -> str:
     return hmac.digest(secret, key.encode(), "sha256").hex()
 
 
-def looks_like_key(value: str) -> bool:
-    return 16 <= len(value) <= 256 and value.isascii() and value.isprintable() and " " not in value
-
-
 class KeyStore:
     """The key table, plus the MLflow user each key acts as."""
 

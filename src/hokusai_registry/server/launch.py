@@ -13,7 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hokusai_registry.server.flask_hook import AUTHORIZATION_FUNCTION
 from hokusai_registry.server.keys import KeyStore, NewKey
+from hokusai_registry.server.mlflow_adapter import ADMIN_BOOTSTRAPPED_ENV
 from hokusai_registry.settings import SERVED_ARTIFACT_ROOT, Settings
 
 AUTH_INI_NAME = "auth.ini"
@@ -23,7 +25,7 @@ default_permission = {default_permission}
 database_uri = {database_uri}
 admin_username = {admin_username}
 # Enforced in code as well (server/app.py); the admin password comes from the environment.
-authorization_function = hokusai_registry.server.authn:authorization_function
+authorization_function = {authorization_function}
 """
 
 
@@ -74,6 +76,7 @@ def prepare(settings: Settings) -> Launch:
                 default_permission=settings.default_permission,
                 database_uri=settings.auth_database_uri.replace("%", "%%"),
                 admin_username=settings.admin_username,
+                authorization_function=AUTHORIZATION_FUNCTION,
             )
         )
 
@@ -96,7 +99,7 @@ def prepare(settings: Settings) -> Launch:
         "MLFLOW_FLASK_SERVER_SECRET_KEY": settings.flask_secret_key.get_secret_value(),
         "MLFLOW_AUTH_ADMIN_PASSWORD": settings.admin_password.get_secret_value(),
         # We created the admin user above, as `mlflow server --app-name basic-auth` does itself.
-        "_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED": "true",
+        ADMIN_BOOTSTRAPPED_ENV: "true",
     }
     return Launch(command=mlflow_command(settings), env=env, first_key=first_key)
 

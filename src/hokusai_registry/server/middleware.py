@@ -9,25 +9,23 @@ then decides per-resource permissions.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import anyio.to_thread
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai_registry.server import audit, policy
-from hokusai_registry.server.authn import Authenticator, Refusal, check_scope, extract_key
+from hokusai_registry.server.authenticator import Authenticator
 from hokusai_registry.server.context import Principal, RequestState, current_request
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
+from hokusai_registry.server.credentials import Refusal, check_scope, extract_key
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: Any, authenticator: Authenticator) -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
         self.app = app
         self.authenticator = authenticator
         audit.configure()
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or policy.is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
@@ -88,7 +86,7 @@ def credential_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     }
 
 
-async def _refuse(scope: Scope, send: Any, refusal: Refusal) -> None:
+async def _refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return

@@ -25,6 +25,7 @@ fails with a 500 instead of passing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cachetools import LRUCache
@@ -32,37 +33,29 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hokusai_registry.server import mlflow_adapter
 
 log = logging.getLogger(__name__)
 
-PERMISSION_MIDDLEWARE = "fastapi_permission_middleware"
 MAX_CACHED_PATH = 512  # longer paths (artifact paths, mostly) are matched every time
+Dispatch = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
 
 
-async def _no_body() -> dict[str, Any]:
+async def _no_body() -> Message:
     raise RuntimeError("MLflow's artifact validator tried to read the request body; refusing to guess")
 
 
 class PermissionGate:
-    def __init__(self, app: Any, dispatch: Any, native_routes: list[Any]) -> None:
-        from mlflow.server.auth import (
-            _find_fastapi_after_request_handler,
-            _find_fastapi_validator,
-            _is_native_fastapi_proxy_artifact_path,
-            _scope_matches_native_route,
-        )
-
+    def __init__(self, app: ASGIApp, dispatch: Dispatch, native_routes: list[Any]) -> None:
         self.app = app
         self.dispatch = dispatch
         self.mlflow_middleware = BaseHTTPMiddleware(app, dispatch=dispatch)
-        self._is_artifact_transfer = _is_native_fastapi_proxy_artifact_path
-        self._find_after_handler = _find_fastapi_after_request_handler
-        self._find_validator = _find_fastapi_validator
-        self._matches_native = _scope_matches_native_route
         self._native_routes = native_routes
         self._decisions: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=4096)  # event loop only
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.bound_for_flask(scope):
             await self.app(scope, receive, send)
         elif scope["type"] == "http" and self.is_artifact_transfer(scope):
@@ -70,15 +63,15 @@ class PermissionGate:
         else:
             await self.mlflow_middleware(scope, receive, send)
 
-    def is_artifact_transfer(self, scope: dict[str, Any]) -> bool:
+    def is_artifact_transfer(self, scope: Scope) -> bool:
         path, method = scope["path"], scope["method"]
         return (
             not scope.get("root_path")
-            and self._is_artifact_transfer(path, method)
-            and self._find_after_handler(path, method) is None
+            and mlflow_adapter.is_artifact_transfer(path, method)
+            and mlflow_adapter.find_after_request_handler(path, method) is None
         )
 
-    async def _decide_then_stream(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _decide_then_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         """MLflow's dispatch decides; an allowed transfer then runs as plain ASGI, body untouched."""
         allowed = Response(status_code=200)  # this request's "let it on"; nothing else may stand in
         let_on = False
@@ -96,16 +89,16 @@ class PermissionGate:
         else:
             await decision(scope, receive, send)
 
-    def bound_for_flask(self, scope: dict[str, Any]) -> bool:
+    def bound_for_flask(self, scope: Scope) -> bool:
         """True when MLflow's middleware would pass the request on without deciding anything."""
         path, method = scope["path"], scope["method"]
         if scope.get("root_path"):
             return False
         decided = self._decisions.get((method, path))
         if decided is None:
-            decided = self._find_validator(path, method) is None and not self._matches_native(
-                self._native_routes, scope
-            )
+            decided = mlflow_adapter.find_validator(
+                path, method
+            ) is None and not mlflow_adapter.matches_native_route(self._native_routes, scope)
             if len(path) <= MAX_CACHED_PATH:
                 self._decisions[(method, path)] = decided
         return decided
@@ -113,18 +106,15 @@ class PermissionGate:
 
 def install(fastapi_app: Any) -> bool:
     """Swap MLflow's permission middleware for the gate; False (and MLflow's own) if it is not there."""
-    from mlflow.server.auth import _native_fastapi_routes
-
     if fastapi_app.middleware_stack is not None:
         raise RuntimeError("the FastAPI middleware stack is already built; install the gate before serving")
-    for index, middleware in enumerate(fastapi_app.user_middleware):
-        dispatch = middleware.kwargs.get("dispatch")
-        is_permission_middleware = getattr(dispatch, "__name__", "") == PERMISSION_MIDDLEWARE
-        if middleware.cls is BaseHTTPMiddleware and is_permission_middleware:
-            native_routes = _native_fastapi_routes(fastapi_app)
-            fastapi_app.user_middleware[index] = Middleware(
-                PermissionGate, dispatch=dispatch, native_routes=native_routes
-            )
-            return True
-    log.warning("MLflow's %s was not found; requests take MLflow's slower path", PERMISSION_MIDDLEWARE)
-    return False
+    found = mlflow_adapter.find_permission_middleware(fastapi_app)
+    if found is None:
+        log.warning("MLflow's permission middleware was not found; requests take MLflow's slower path")
+        return False
+    fastapi_app.user_middleware[found.index] = Middleware(
+        PermissionGate,
+        dispatch=found.dispatch,
+        native_routes=mlflow_adapter.native_routes(fastapi_app),
+    )
+    return True

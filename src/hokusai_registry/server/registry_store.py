@@ -11,29 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from hokusai_registry.server import mlflow_adapter
 from hokusai_registry.server.context import current_request
 
 
-class RequestMemoRegistryStore:
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
+class RequestMemoRegistryStore(mlflow_adapter.Delegating):
     def get_registered_model(self, name: str, *args: Any, **kwargs: Any) -> Any:
         state = current_request.get()
         if state is None or not state.read_only or args or kwargs:
-            return self._store.get_registered_model(name, *args, **kwargs)
+            return self.wrapped.get_registered_model(name, *args, **kwargs)
         if name not in state.registered_models:
-            state.registered_models[name] = self._store.get_registered_model(name)
+            state.registered_models[name] = self.wrapped.get_registered_model(name)
         return state.registered_models[name]
 
 
-def install() -> None:
+def install() -> RequestMemoRegistryStore:
     """Make MLflow's handlers and its auth app use the memoizing store (they share one global)."""
-    from mlflow.server import handlers
-
-    store = handlers._get_model_registry_store()
-    if not isinstance(store, RequestMemoRegistryStore):
-        handlers._model_registry_store = RequestMemoRegistryStore(store)
+    return mlflow_adapter.install_registry_store(RequestMemoRegistryStore)

@@ -1,0 +1,219 @@
+"""The one module that touches MLflow's private names, module globals and private environment variables.
+
+MLflow's auth app has no plugin interface for what the registry adds, so a few of its internals are used
+directly. Each assumption is listed here and pinned by ``tests/server/test_mlflow_contract.py``; an MLflow
+upgrade that breaks one fails that test, and the fix is made in this file. Nothing else under ``src/``
+imports a private MLflow name (the same test greps for it).
+
+What we rely on (MLflow 3.17):
+
+1. ``mlflow.server.auth.store`` is the auth store every permission check reads at call time, so replacing
+   the module global reroutes them all (:func:`install_auth_store`). Its write methods are listed in
+   :data:`AUTH_STORE_WRITES`, its reads in :data:`AUTH_STORE_READS`; a method in neither counts as a write.
+2. ``mlflow.server.auth.auth_config`` is a namedtuple read when the auth app is built; its
+   ``authorization_function`` names the hook MLflow calls to learn who a request is
+   (:func:`use_authorization_function`).
+3. ``mlflow.server.handlers._model_registry_store`` is the registry store MLflow's handlers and its auth
+   app share, created lazily by ``_get_model_registry_store()`` (:func:`install_registry_store`).
+4. The auth app adds its FastAPI permission check as a ``BaseHTTPMiddleware`` whose dispatch function is
+   named ``fastapi_permission_middleware``; its private helpers decide which requests it judges
+   (:func:`find_permission_middleware` and the helpers below it).
+5. ``_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED=true`` tells MLflow's workers that the admin user already exists,
+   which ``mlflow server --app-name basic-auth`` sets after creating it (:data:`ADMIN_BOOTSTRAPPED_ENV`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = [
+    "ADMIN_BOOTSTRAPPED_ENV",
+    "AUTH_STORE_READS",
+    "AUTH_STORE_WRITES",
+    "Delegating",
+    "PermissionMiddleware",
+    "auth_database_uri",
+    "find_after_request_handler",
+    "find_permission_middleware",
+    "find_validator",
+    "install_auth_store",
+    "install_registry_store",
+    "is_artifact_transfer",
+    "is_auth_store_write",
+    "matches_native_route",
+    "native_routes",
+    "use_authorization_function",
+]
+
+ADMIN_BOOTSTRAPPED_ENV = "_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED"
+# Public and on by default in 3.17; set so that an upgrade flipping the default lets nothing through.
+FAIL_CLOSED_ENV = "MLFLOW_BASIC_AUTH_FAIL_CLOSED"
+PERMISSION_MIDDLEWARE = "fastapi_permission_middleware"
+
+# MLflow's auth store (mlflow.server.auth.sqlalchemy_store.SqlAlchemyStore), every public method sorted
+# into reads and writes by reading its source. A write must empty every worker's auth cache (it moves the
+# auth epoch), so the test fails when MLflow adds a method that is in neither set.
+AUTH_STORE_WRITES = frozenset({
+    "add_role_permission", "assign_role_to_user", "create_experiment_permission",
+    "create_gateway_endpoint_permission", "create_gateway_model_definition_permission",
+    "create_gateway_secret_permission", "create_mcp_server_permission", "create_registered_model_permission",
+    "create_role", "create_scorer_permission", "create_user", "delete_experiment_permission",
+    "delete_gateway_endpoint_permission", "delete_gateway_model_definition_permission",
+    "delete_gateway_secret_permission", "delete_grants_for_resource", "delete_mcp_server_permission",
+    "delete_registered_model_permission", "delete_role", "delete_roles_for_workspace",
+    "delete_scorer_permission", "delete_user", "delete_workspace_permission",
+    "delete_workspace_permissions_for_workspace", "grant_user_permission", "grant_user_resource_permission",
+    "remove_role_permission", "rename_grants_for_resource", "revoke_user_resource_permission",
+    "set_workspace_permission", "unassign_role_from_user", "update_experiment_permission",
+    "update_gateway_endpoint_permission", "update_gateway_model_definition_permission",
+    "update_gateway_secret_permission", "update_mcp_server_permission", "update_registered_model_permission",
+    "update_role", "update_role_permission", "update_scorer_permission", "update_user",
+})  # fmt: skip
+AUTH_STORE_READS = frozenset({
+    "authenticate_user", "get_experiment_permission", "get_gateway_endpoint_permission",
+    "get_gateway_model_definition_permission", "get_gateway_secret_permission", "get_mcp_server_permission",
+    "get_registered_model_permission", "get_role", "get_role_by_name", "get_role_permission",
+    "get_role_permission_for_resource", "get_role_workspace_permission", "get_scorer_permission",
+    "get_user", "get_workspace_permission", "has_user", "init_db", "is_workspace_admin",
+    "is_workspace_admin_of_any_of_users_workspaces", "list_accessible_workspace_names",
+    "list_all_registered_model_permissions", "list_experiment_permissions",
+    "list_gateway_endpoint_permissions", "list_gateway_model_definition_permissions",
+    "list_gateway_secret_permissions", "list_grants", "list_mcp_server_permissions",
+    "list_registered_model_permissions", "list_role_grants_for_user_in_workspace", "list_role_permissions",
+    "list_role_users", "list_roles", "list_scorer_permissions", "list_user_present_workspaces",
+    "list_user_roles", "list_user_roles_for_workspace", "list_user_workspace_permissions", "list_users",
+    "list_users_with_roles", "list_workspace_admin_workspaces", "list_workspace_permissions",
+    "user_has_any_role_in_workspace",
+})  # fmt: skip
+
+
+def is_auth_store_write(name: str) -> bool:
+    """Whether calling the auth store's method ``name`` may change users or permissions.
+
+    Fails safe: a public method not known to read counts as a write (it costs cache misses, not
+    correctness). Private methods are MLflow's own helpers, called by the store itself, never by us.
+    """
+    return not name.startswith("_") and name not in AUTH_STORE_READS
+
+
+class Delegating:
+    """A store in front of one of MLflow's: what it does not define comes from the wrapped store.
+
+    Installing a wrapper where a wrapper already is replaces it (it wraps the original store again), so
+    building the app twice never stacks two caches.
+    """
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "wrapped":  # not set yet (a copy being built): never recurse
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
+
+
+W = TypeVar("W", bound=Delegating)
+
+
+def _original(store: Any) -> Any:
+    return store.wrapped if isinstance(store, Delegating) else store
+
+
+# --- the auth app's globals ------------------------------------------------------------------------------
+
+
+def use_authorization_function(dotted: str) -> None:
+    """Make MLflow's auth app ask ``module:function`` who a request is, whatever its config file says.
+
+    Also makes the auth app deny any route it has no authorization rule for, unless the operator set
+    ``MLFLOW_BASIC_AUTH_FAIL_CLOSED`` themselves. Call before the auth app is built.
+    """
+    os.environ.setdefault(FAIL_CLOSED_ENV, "true")
+    from mlflow.server import auth
+
+    auth.auth_config = auth.auth_config._replace(authorization_function=dotted)
+
+
+def auth_database_uri() -> str:
+    """Where MLflow's auth app keeps users and permissions (its config file's ``database_uri``)."""
+    from mlflow.server import auth
+
+    return str(auth.auth_config.database_uri)
+
+
+def install_auth_store(wrap: Callable[[Any], W]) -> W:
+    """Put ``wrap(MLflow's auth store)`` where every permission check and auth handler looks it up."""
+    from mlflow.server import auth
+
+    auth.store = wrapped = wrap(_original(auth.store))
+    return wrapped
+
+
+def install_registry_store(wrap: Callable[[Any], W]) -> W:
+    """Put ``wrap(the registry store)`` where MLflow's handlers and its auth app both get it."""
+    from mlflow.server import handlers
+
+    handlers._model_registry_store = wrapped = wrap(_original(handlers._get_model_registry_store()))
+    return wrapped
+
+
+# --- the FastAPI permission middleware --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PermissionMiddleware:
+    """MLflow's permission middleware as found in a FastAPI app's ``user_middleware`` list."""
+
+    index: int
+    dispatch: Callable[..., Any]
+
+
+def find_permission_middleware(fastapi_app: Any) -> PermissionMiddleware | None:
+    """MLflow's FastAPI permission middleware in the app, or None when the auth app did not add it."""
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    for index, middleware in enumerate(fastapi_app.user_middleware):
+        dispatch = middleware.kwargs.get("dispatch")
+        if (
+            middleware.cls is BaseHTTPMiddleware
+            and getattr(dispatch, "__name__", "") == PERMISSION_MIDDLEWARE
+        ):
+            return PermissionMiddleware(index, dispatch)
+    return None
+
+
+def native_routes(fastapi_app: Any) -> list[Any]:
+    """The routes FastAPI serves itself (artifacts, gateway, OTel, jobs), which the middleware judges."""
+    from mlflow.server.auth import _native_fastapi_routes
+
+    return list(_native_fastapi_routes(fastapi_app))
+
+
+def matches_native_route(routes: list[Any], scope: Any) -> bool:
+    from mlflow.server.auth import _scope_matches_native_route
+
+    return bool(_scope_matches_native_route(routes, scope))
+
+
+def find_validator(path: str, method: str) -> Any:
+    """MLflow's FastAPI permission validator for the route, or None."""
+    from mlflow.server.auth import _find_fastapi_validator
+
+    return _find_fastapi_validator(path, method)
+
+
+def find_after_request_handler(path: str, method: str) -> Any:
+    """What MLflow's middleware does to the response after the route ran, or None."""
+    from mlflow.server.auth import _find_fastapi_after_request_handler
+
+    return _find_fastapi_after_request_handler(path, method)
+
+
+def is_artifact_transfer(path: str, method: str) -> bool:
+    """A native ``GET``/``PUT`` of a proxied artifact (``mlflow-artifacts/artifacts/...``)."""
+    from mlflow.server.auth import _is_native_fastapi_proxy_artifact_path
+
+    return bool(_is_native_fastapi_proxy_artifact_path(path, method))

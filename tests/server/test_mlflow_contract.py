@@ -1,0 +1,285 @@
+"""Every assumption server/mlflow_adapter.py makes about MLflow's internals, pinned.
+
+When an MLflow upgrade fails one of these, the adapter is the one file to change; the rest of
+``src/`` reaches MLflow's internals only through it (the last tests here prove that).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from mlflow import environment_variables
+from mlflow.server import auth, handlers
+from mlflow.server.artifact_router import artifact_router
+from mlflow.server.auth import (
+    FASTAPI_ENDPOINT_RESPONSE_FILTERS,
+    add_fastapi_permission_middleware,
+)
+from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+from hokusai_registry.server import mlflow_adapter
+from hokusai_registry.server.auth_store import CachedAuthStore
+from hokusai_registry.server.registry_store import RequestMemoRegistryStore
+from hokusai_registry.server.schema import create_tables, read_epoch
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "hokusai_registry"
+ADAPTER = SRC / "server" / "mlflow_adapter.py"
+
+# --- 1. the auth store: which methods write ----------------------------------------------------------------
+
+
+def public_methods(cls: type) -> set[str]:
+    return {name for name, _ in inspect.getmembers(cls, callable) if not name.startswith("_")}
+
+
+def test_every_public_auth_store_method_is_known_to_read_or_to_write() -> None:
+    """A new MLflow method must be sorted by hand: if it writes, it has to move the auth epoch."""
+    methods = public_methods(SqlAlchemyStore)
+    assert not mlflow_adapter.AUTH_STORE_READS & mlflow_adapter.AUTH_STORE_WRITES
+    unknown = methods - mlflow_adapter.AUTH_STORE_READS - mlflow_adapter.AUTH_STORE_WRITES
+    gone = (mlflow_adapter.AUTH_STORE_READS | mlflow_adapter.AUTH_STORE_WRITES) - methods
+    assert not unknown, f"classify these new auth store methods in mlflow_adapter: {sorted(unknown)}"
+    assert not gone, f"MLflow no longer has these auth store methods: {sorted(gone)}"
+
+
+class Inert:
+    """Stands in for MLflow's store: every method returns its name, nothing is stored."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: name
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'auth.db'}")
+    create_tables(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_every_write_moves_the_auth_epoch_and_no_read_does(engine: sa.Engine) -> None:
+    deleted: list[str] = []
+    store = CachedAuthStore(Inert(engine), ttl=60, on_user_deleted=deleted.append)
+    for name in sorted(mlflow_adapter.AUTH_STORE_WRITES):
+        before = read_epoch(engine)
+        answer = getattr(store, name)("alice")
+        assert answer == (None if name == "delete_user" else name)  # the write's own answer
+        assert read_epoch(engine) == before + 1, f"{name} did not move the epoch"
+    assert deleted == ["alice"]  # deleting a user also revokes its keys
+    for name in sorted(mlflow_adapter.AUTH_STORE_READS - {"get_user", "list_grants"}):
+        before = read_epoch(engine)
+        assert getattr(store, name)("alice") == name
+        assert read_epoch(engine) == before, f"{name} moved the epoch"
+
+
+def test_a_method_mlflow_adds_later_counts_as_a_write() -> None:
+    assert mlflow_adapter.is_auth_store_write("upsert_user_permission")
+    assert not mlflow_adapter.is_auth_store_write("get_user")
+    assert not mlflow_adapter.is_auth_store_write("_get_user")  # MLflow's own helpers, called by the store
+
+
+def test_a_real_write_through_the_cache_moves_the_epoch(tmp_path: Path) -> None:
+    real = SqlAlchemyStore()
+    real.init_db(f"sqlite:///{tmp_path / 'auth.db'}")
+    create_tables(real.engine)
+    store = CachedAuthStore(real, ttl=60, on_user_deleted=lambda _: None)
+    store.create_user("alice", "a-long-enough-password-1A!")
+    assert read_epoch(real.engine) == 1
+    assert store.has_user("alice") and read_epoch(real.engine) == 1
+
+
+# --- 2, 3. the globals we replace --------------------------------------------------------------------------
+
+
+def test_the_auth_config_names_the_hook_and_the_database() -> None:
+    assert {"authorization_function", "database_uri", "default_permission"} <= set(auth.auth_config._fields)
+
+
+def mlflow_server_sources() -> Iterator[tuple[Path, ast.Module]]:
+    root = Path(auth.__file__).resolve().parents[1]
+    for path in sorted(root.rglob("*.py")):
+        yield path, ast.parse(path.read_text(), str(path))
+
+
+REPLACED_IN = ("mlflow.server.auth", "mlflow.server.handlers")
+
+
+def test_no_mlflow_module_keeps_its_own_reference_to_the_stores_we_replace() -> None:
+    """``from mlflow.server.auth import store`` would keep MLflow's store after we replaced the global."""
+    bound = []
+    for path, tree in mlflow_server_sources():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in (
+                "mlflow.server.auth",
+                "mlflow.server.handlers",
+            ):
+                names = {alias.name for alias in node.names}
+                if names & {"store", "auth_config", "_model_registry_store"}:
+                    bound.append(f"{path.name}: from {node.module} import {sorted(names)}")
+    assert not bound
+
+
+def test_the_registry_store_global_is_what_the_handlers_return() -> None:
+    assert "_model_registry_store" in vars(handlers)
+    source = inspect.getsource(handlers._get_model_registry_store)
+    assert "global _model_registry_store" in source and "return _model_registry_store" in source
+
+
+@pytest.fixture
+def mlflow_globals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a test installs into MLflow's module globals is undone after it."""
+    monkeypatch.setattr(auth, "store", auth.store)
+    monkeypatch.setattr(auth, "auth_config", auth.auth_config)
+    monkeypatch.setattr(handlers, "_model_registry_store", object())
+
+
+def test_installing_twice_wraps_the_auth_store_once(mlflow_globals: None, engine: sa.Engine) -> None:
+    original = auth.store
+    for _ in range(2):
+        installed = mlflow_adapter.install_auth_store(
+            lambda store: CachedAuthStore(store, 2, on_user_deleted=lambda _: None)
+        )
+        assert auth.store is installed and installed.wrapped is original
+
+
+def test_installing_twice_wraps_the_registry_store_once(mlflow_globals: None) -> None:
+    original = handlers._model_registry_store
+    for _ in range(2):
+        installed = mlflow_adapter.install_registry_store(RequestMemoRegistryStore)
+        assert handlers._get_model_registry_store() is installed and installed.wrapped is original
+
+
+def test_the_authorization_function_replaces_the_configured_one(
+    mlflow_globals: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(mlflow_adapter.FAIL_CLOSED_ENV, raising=False)
+    mlflow_adapter.use_authorization_function("somewhere:hook")
+    assert auth.auth_config.authorization_function == "somewhere:hook"
+    assert environment_variables.MLFLOW_BASIC_AUTH_FAIL_CLOSED.get() is True
+    assert mlflow_adapter.auth_database_uri() == auth.auth_config.database_uri
+
+
+# --- 4. the FastAPI permission middleware ------------------------------------------------------------------
+
+
+def test_the_permission_middleware_is_found_by_its_dispatch_name() -> None:
+    app = FastAPI()
+    add_fastapi_permission_middleware(app)
+    found = mlflow_adapter.find_permission_middleware(app)
+    assert found is not None and app.user_middleware[found.index].kwargs["dispatch"] is found.dispatch
+    assert mlflow_adapter.find_permission_middleware(FastAPI()) is None
+
+
+def test_artifact_transfers_have_no_response_filter() -> None:
+    """MLflow's dispatch must do nothing to an artifact response, or the gate's fast path would skip it."""
+    endpoints = {route.endpoint for route in artifact_router.routes}  # type: ignore[attr-defined]
+    assert endpoints
+    assert not endpoints & set(FASTAPI_ENDPOINT_RESPONSE_FILTERS)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+@pytest.mark.parametrize("prefix", ["/api/2.0", "/ajax-api/2.0"])
+def test_artifact_transfers_have_no_after_handler(prefix: str, method: str) -> None:
+    path = f"{prefix}/mlflow-artifacts/artifacts/1/run/artifacts/model.pkl"
+    assert mlflow_adapter.is_artifact_transfer(path, method)
+    assert mlflow_adapter.find_after_request_handler(path, method) is None
+    assert not mlflow_adapter.is_artifact_transfer(f"{prefix}/mlflow/experiments/get", method)
+
+
+def test_flask_routes_have_no_fastapi_validator_and_artifact_routes_are_native() -> None:
+    app = FastAPI()
+    app.include_router(artifact_router)
+    routes = mlflow_adapter.native_routes(app)
+    artifact = {"type": "http", "method": "GET", "path": "/api/2.0/mlflow-artifacts/artifacts/1/x"}
+    flask = {"type": "http", "method": "GET", "path": "/api/2.0/mlflow/experiments/get"}
+    assert mlflow_adapter.matches_native_route(routes, artifact)
+    assert not mlflow_adapter.matches_native_route(routes, flask)
+    assert mlflow_adapter.find_validator(flask["path"], "GET") is None
+
+
+# The fast path assumes MLflow's dispatch, for an artifact transfer, only decides: it reads no body
+# and does nothing after `call_next`. Any change to that function means re-reading it.
+AUDITED_DISPATCH_SHA256 = "344ee9b3adc66f0cb7025ba78bf41537cd96b1f01163f80c896bfdf85b4baee2"  # MLflow 3.17.2
+
+
+def test_mlflows_permission_dispatch_is_the_one_the_fast_path_was_audited_against() -> None:
+    source = inspect.getsource(add_fastapi_permission_middleware)
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    assert digest == AUDITED_DISPATCH_SHA256, (
+        "MLflow's fastapi_permission_middleware changed: re-audit permission_gate._decide_then_stream "
+        "against it (body reads, work after call_next, response filters), then update the digest"
+    )
+
+
+# --- 5. private environment variables ----------------------------------------------------------------------
+
+
+def test_the_private_environment_variables_exist_under_these_names() -> None:
+    assert environment_variables._MLFLOW_AUTH_ADMIN_BOOTSTRAPPED.name == mlflow_adapter.ADMIN_BOOTSTRAPPED_ENV
+    assert environment_variables.MLFLOW_BASIC_AUTH_FAIL_CLOSED.name == mlflow_adapter.FAIL_CLOSED_ENV
+
+
+# --- nothing else reaches MLflow's internals ---------------------------------------------------------------
+
+
+def private_mlflow_uses(path: Path) -> list[str]:
+    """Private MLflow names a module imports or reads: ``from mlflow... import _x``, ``mlflow._m``,
+    ``handlers._x`` on a module imported from mlflow, and ``_MLFLOW_*`` environment variables."""
+    source = path.read_text()
+    tree = ast.parse(source)
+    found, mlflow_names = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mlflow":
+            if any(part.startswith("_") for part in (node.module or "").split(".")):
+                found.append(f"from {node.module}")
+            for alias in node.names:
+                mlflow_names.add(alias.asname or alias.name)
+                if alias.name.startswith("_"):
+                    found.append(f"from {node.module} import {alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "mlflow":
+                    mlflow_names.add((alias.asname or alias.name).split(".")[0])
+                    found += [
+                        f"import {alias.name}" for part in alias.name.split(".") if part.startswith("_")
+                    ]
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and isinstance(node.value, ast.Name)
+            and node.value.id in mlflow_names
+        ):
+            found.append(f"{node.value.id}.{node.attr}")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "_MLFLOW_" in node.value:
+            found.append(repr(node.value))
+    return found
+
+
+def test_only_the_adapter_touches_mlflow_internals() -> None:
+    offenders = {
+        str(path.relative_to(SRC)): uses
+        for path in sorted(SRC.rglob("*.py"))
+        if path != ADAPTER and (uses := private_mlflow_uses(path))
+    }
+    assert not offenders, f"private MLflow names outside server/mlflow_adapter.py: {offenders}"
+
+
+def test_the_check_sees_private_names() -> None:
+    """The grep above would pass vacuously if it could not see them: it must find the adapter's."""
+    uses = private_mlflow_uses(ADAPTER)
+    assert "from mlflow.server.auth import _find_fastapi_validator" in uses
+    assert "handlers._model_registry_store" in uses
+    assert "'_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED'" in uses
