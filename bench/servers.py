@@ -12,9 +12,8 @@ import base64
 import contextlib
 import os
 import secrets
-import signal
-import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +21,13 @@ from pathlib import Path
 
 import httpx
 
-BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python bench/run.py`, only bench/ is on the path
+    sys.path.insert(0, str(ROOT))
+
+from tests.processes import free_port, stop, wait_for_health  # noqa: E402 (needs ROOT on the path)
+
+BIN = ROOT / ".venv" / "bin"
 KINDS = ("stock", "basic", "ours")
 MODEL = "bench-model"
 EXPERIMENT = "bench"
@@ -93,31 +98,12 @@ def rss_kib(pids: list[int]) -> int:
     return total
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise TimeoutError(f"{url}/health not 200 after {timeout}s:\n{log.read_text()[-3000:]}")
 
 
 def _admin_key(log: Path, proc: subprocess.Popen[bytes]) -> str:
@@ -136,16 +122,6 @@ def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
         return subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group this harness created for the server, then SIGKILL if needed."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(wait)
-            return
 
 
 @dataclass
@@ -192,7 +168,7 @@ def _launch(kind: str, root: Path) -> _Pending:
 def _ready(p: _Pending) -> Server:
     """Wait for /health, make the credentials and the fixtures (a model, an experiment, a run)."""
     log = p.data / "server.log"
-    _wait_healthy(p.url, p.proc, log)
+    wait_for_health(p.url, p.proc, timeout=300, log=log)
     server = Server(p.kind, p.url, p.proc, headers={}, log=log)
     if p.kind == "basic":
         server.headers = basic("admin", p.password)
@@ -224,4 +200,4 @@ def all_running(root: Path, kinds: tuple[str, ...] = KINDS) -> Iterator[list[Ser
         yield [_ready(p) for p in pending]
     finally:
         for p in pending:
-            _stop(p.proc)
+            stop(p.proc, timeout=15)

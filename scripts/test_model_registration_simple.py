@@ -8,23 +8,23 @@ deletes what it created. Exit 0 on success, 1 on failure (with the diagnosis), 2
 
 from __future__ import annotations
 
-import os
 import sys
 
 from rich.console import Console
 
+from hokusai_registry.client import resolve_key, resolve_url
 from hokusai_registry.verify import checks
-from hokusai_registry.verify.runner import run_one
+from hokusai_registry.verify.runner import plan, run_one
 
 
 def main() -> int:
-    url = os.environ.get("MLFLOW_TRACKING_URI")
-    key = os.environ.get("HOKUSAI_API_KEY") or os.environ.get("MLFLOW_TRACKING_TOKEN")
+    url, key = resolve_url(), resolve_key()
     if not url or not key:
         print("set MLFLOW_TRACKING_URI and HOKUSAI_API_KEY", file=sys.stderr)
         return 2
     ctx = checks.Context(url, key)
-    result = run_one(ctx, "registration", "Model registration as a third party", checks.registration)
+    registration = next(check for check in plan() if check.id == "registration")
+    result = run_one(ctx, registration)
     if ctx.experiment_id is not None:
         checks.clean_up(ctx)
     ctx.close()

@@ -10,16 +10,15 @@ registration, large artifact) against MLFLOW_TRACKING_URI with HOKUSAI_API_KEY a
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
+from hokusai_registry.client import resolve_key, resolve_url
 from hokusai_registry.verify import Context, verify
 
 
 def main(argv: list[str]) -> int:
-    url = os.environ.get("MLFLOW_TRACKING_URI")
-    key = os.environ.get("HOKUSAI_API_KEY") or os.environ.get("MLFLOW_TRACKING_TOKEN")
+    url, key = resolve_url(), resolve_key()
     if not url or not key:
         print("set MLFLOW_TRACKING_URI and HOKUSAI_API_KEY", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """Real processes for the tests: registry servers, a throw-away PostgreSQL cluster, moto's S3 server.
 
-Everything binds 127.0.0.1 on a free port and is stopped by whoever started it.
+Everything binds 127.0.0.1 on a free port and is stopped by whoever started it (``tests.processes``
+has the port, health and stop helpers, shared with the benchmarks).
 """
 
 from __future__ import annotations
@@ -9,12 +10,9 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,39 +21,10 @@ from typing import Any
 
 import httpx
 
+from tests.processes import free_port, stop, wait_for_health  # also imported from here by the tests
+
 VENV_BIN = Path(sys.executable).parent
 CLI = str(VENV_BIN / "hokusai-registry")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_health(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before becoming healthy")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} not healthy after {timeout}s")
-
-
-def stop(proc: subprocess.Popen[str], timeout: float = 20) -> None:
-    """SIGTERM the process group, as an operator's Ctrl-C or ECS would; SIGKILL if it hangs."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @dataclass

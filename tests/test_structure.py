@@ -57,6 +57,16 @@ def test_no_import_cycles() -> None:
     assert not cycles, f"modules that import themselves through others: {cycles}"
 
 
+def test_deploy_is_layered() -> None:
+    """errors <- plan <- ecs, image <- rollout: the pure plan never reaches boto3's side."""
+    deploy = {name.rsplit(".", 1)[-1]: GRAPH[name] for name in GRAPH if name.startswith(f"{PACKAGE}.deploy.")}
+    ours = {f"{PACKAGE}.deploy.{name}" for name in deploy}
+    assert deploy["errors"] & ours == set()
+    assert deploy["plan"] & ours == {f"{PACKAGE}.deploy.errors"}
+    assert f"{PACKAGE}.deploy.rollout" not in set().union(*deploy.values())
+    assert not [name for name, found in deploy.items() if f"{PACKAGE}.deploy" in found]
+
+
 def imports_flask(module: str) -> bool:
     tree = ast.parse(MODULES[module].read_text())
     names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]

@@ -235,11 +235,11 @@ def verify(
     Exit 0 when no check fails, 1 when any fails, 2 on bad usage (no URL, no key).
     """
 
-    from hokusai_registry.register.metadata import MISSING_KEY, MISSING_URL, key_or_env, url_or_env
+    from hokusai_registry.client import MISSING_KEY, MISSING_URL, resolve_key, resolve_url
     from hokusai_registry.verify import Context
     from hokusai_registry.verify import verify as run_verify
 
-    url, key = url_or_env(url), key_or_env(api_key)
+    url, key = resolve_url(url), resolve_key(api_key)
     if not url:
         raise fail(MISSING_URL)
     if not key:
@@ -275,7 +275,10 @@ def deploy_ecs(
         str | None, typer.Option(help="Container to update [default: the essential one]")
     ] = None,
     url: Annotated[str | None, typer.Option(help="Registry URL to verify after the rollout")] = None,
-    api_key: Annotated[str | None, typer.Option(help="Write key for verify [env: HOKUSAI_API_KEY]")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Write key for verify [env: HOKUSAI_API_KEY, else MLFLOW_TRACKING_TOKEN]"),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each rollout")] = 600.0,
     dry_run: Annotated[bool, typer.Option(help="Print the plan; build, push and change nothing")] = False,
 ) -> None:
@@ -286,11 +289,10 @@ def deploy_ecs(
     later step failed (build, login, push, register, update service, rollout, verify; the message says
     whether the service was rolled back).
     """
-    import os
-
     from rich.markup import escape
 
-    from hokusai_registry.deploy import Deployer, DeployError, ImageBuilder, deploy
+    from hokusai_registry.client import resolve_key
+    from hokusai_registry.deploy import Deployer, DeployError, DeployRefused, ImageBuilder, deploy
 
     if (image is None) == (not build):
         raise typer.BadParameter("pass exactly one of the two", param_hint="--image / --build")
@@ -301,13 +303,12 @@ def deploy_ecs(
         builder = ImageBuilder(deployer.ecr, repository=repository, console=err) if build else None
         deploy(
             deployer, cluster=cluster, service=service, image=image, builder=builder, container=container,
-            url=url, api_key=api_key or os.environ.get("HOKUSAI_API_KEY"), timeout=timeout, dry_run=dry_run,
+            url=url, api_key=resolve_key(api_key), timeout=timeout, dry_run=dry_run,
         )  # fmt: skip
     except DeployError as exc:
-        suffix = (
-            " (nothing changed)" if exc.refused else "" if exc.changed else " (the service was not changed)"
-        )
-        raise fail(f"{exc.step}: {escape(str(exc))}{suffix}", 2 if exc.refused else 1) from None
+        refused = isinstance(exc, DeployRefused)
+        suffix = " (nothing changed)" if refused else "" if exc.changed else " (the service was not changed)"
+        raise fail(f"{exc.step}: {escape(str(exc))}{suffix}", 2 if refused else 1) from None
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from hokusai_registry.deploy import DeployError
+from hokusai_registry.deploy import DeployError, DeployRefused
 from hokusai_registry.deploy.image import (
     CommandError,
     ImageBuilder,
@@ -265,7 +265,7 @@ def test_preflight_refuses_without_a_usable_docker_or_checkout(
     run = Recorder(tmp_path, fail=fail, platforms=platforms)
     with pytest.raises(DeployError, match=message.replace("(", r"\(").replace(")", r"\)")) as exc:
         builder(ecr, run).preflight(CURRENT)
-    assert exc.value.step == "preflight" and exc.value.refused
+    assert exc.value.step == "preflight" and isinstance(exc.value, DeployRefused)
     assert not any(argv[1] in ("build", "login", "push") for argv, _, _ in run.calls)
 
 

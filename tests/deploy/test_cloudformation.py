@@ -19,7 +19,7 @@ import boto3
 import pytest
 from cfnlint.decode import cfn_yaml
 
-from hokusai_registry.deploy.ecs import artifact_serving_problems
+from hokusai_registry.deploy.plan import artifact_serving_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "cloudformation" / "registry.yaml"

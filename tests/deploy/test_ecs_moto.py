@@ -33,7 +33,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from hokusai_registry.cli import app
-from hokusai_registry.deploy import Deployer, DeployError, deploy
+from hokusai_registry.deploy import Deployer, DeployError, DeployRefused, deploy
 from tests.deploy.test_build import docker_calls, fake_docker, git_checkout
 from tests.services import free_port
 
@@ -355,7 +355,7 @@ def test_register_error_names_the_step_and_changes_nothing(ecs: Any) -> None:
     fail_next(deployer.ecs, "RegisterTaskDefinition", "AccessDeniedException")
     with pytest.raises(DeployError, match=r"register task definition failed: .*AccessDeniedException") as exc:
         deploy(deployer, cluster="c", service="s", image=NEW, timeout=5)
-    assert exc.value.step == "register" and not exc.value.changed and not exc.value.refused
+    assert exc.value.step == "register" and not exc.value.changed and not isinstance(exc.value, DeployRefused)
     assert revisions(ecs) == ["registry:1"] and service_td(ecs) == "registry:1"
 
 

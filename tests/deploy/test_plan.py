@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from hokusai_registry.deploy.ecs import (
-    DeployError,
+from hokusai_registry.deploy.errors import DeployError
+from hokusai_registry.deploy.plan import (
     artifact_serving_problems,
     derive_task_definition,
     make_plan,

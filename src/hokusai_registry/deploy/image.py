@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.markup import escape
 
-from hokusai_registry.deploy.ecs import AWS_ERRORS, DeployError
+from hokusai_registry.deploy.errors import AWS_ERRORS, DeployError, DeployRefused
 
 PLATFORM = "linux/amd64"  # ECS Fargate's default; an arm64 laptop's native image would not start there
 DOCKERFILE = "deploy/Dockerfile"
@@ -215,7 +215,7 @@ class ImageBuilder:
             step = "ECR login token"
             token = self.ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
         except AWS_ERRORS as exc:
-            raise DeployError("preflight", f"{step} check failed: {exc}") from None
+            raise DeployRefused("preflight", f"{step} check failed: {exc}") from None
         return BuildPlan(
             root, str(repo["registryId"]), name, str(repo["repositoryUri"]), commit, dirty,
             image_tag(commit, self.clock(), dirty), ecr_password(token),
@@ -228,13 +228,13 @@ class ImageBuilder:
             what = (
                 "docker is not on PATH" if exc.code is None else f"docker does not reach its engine ({exc})"
             )
-            raise DeployError("preflight", f"{what}; --build needs docker with buildx") from None
+            raise DeployRefused("preflight", f"{what}; --build needs docker with buildx") from None
         try:
             platforms = buildx_platforms(self.run(buildx_inspect_argv()))
         except CommandError as exc:
-            raise DeployError("preflight", f"docker buildx is not available ({exc})") from None
+            raise DeployRefused("preflight", f"docker buildx is not available ({exc})") from None
         if platforms and PLATFORM not in platforms:
-            raise DeployError(
+            raise DeployRefused(
                 "preflight",
                 f"the docker builder cannot build {PLATFORM} (it has {', '.join(platforms)}); on an arm64 "
                 "machine install emulation: docker run --privileged --rm tonistiigi/binfmt --install amd64",
@@ -246,11 +246,11 @@ class ImageBuilder:
             commit = self.run(git_argv("rev-parse", "--short", "HEAD"), cwd=root).strip()
             dirty = bool(self.run(git_argv("status", "--porcelain"), cwd=root).strip())
         except CommandError as exc:
-            raise DeployError(
+            raise DeployRefused(
                 "preflight", f"--build runs in a git checkout of the registry ({exc})"
             ) from None
         if not (root / DOCKERFILE).is_file():
-            raise DeployError(
+            raise DeployRefused(
                 "preflight", f"no {DOCKERFILE} in {root}: run --build from the registry's checkout"
             )
         return root, commit, dirty
@@ -260,7 +260,7 @@ class ImageBuilder:
             return ecr_repository(self.repository) or ("", self.repository)
         if found := ecr_repository(current_image):
             return found
-        raise DeployError(
+        raise DeployRefused(
             "preflight", f"the current image {current_image} is not in ECR: pass --repository NAME"
         )
 

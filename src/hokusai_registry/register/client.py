@@ -8,7 +8,6 @@ the model size.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,12 +16,9 @@ from urllib.parse import quote
 
 import httpx
 
+from hokusai_registry.client import ARTIFACTS, CHUNK, Digest, Sha256Meter, error_body, read_chunks
 from hokusai_registry.register.retry import RETRY_STATUSES, RetryPolicy, retry_after_seconds
-from hokusai_registry.register.translate import error_body, refusal, transient, unreachable
-
-CHUNK = 1024 * 1024
-API = "/api/2.0/mlflow"
-ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+from hokusai_registry.register.translate import refusal, transient, unreachable
 
 
 class Meter(Protocol):
@@ -120,13 +116,11 @@ class RegistryClient:
 
         self.ok(step, self._send(step, attempt, path), path)
 
-    def download_sha256(
-        self, step: str, artifact_path: str, meter: Meter | None = None
-    ) -> tuple[str, int] | None:
-        """GET one artifact, hashing it as it streams: (sha256 hex, size), or None when the server says
-        it has no such file. Nothing is kept."""
+    def download_sha256(self, step: str, artifact_path: str, meter: Meter | None = None) -> Digest | None:
+        """GET one artifact, hashing it as it streams, or None when the server says it has no such
+        file. Nothing is kept."""
         path, meter = artifact_url(artifact_path), meter or NullMeter()
-        result: list[tuple[str, int]] = []
+        result: list[Digest] = []
 
         def attempt() -> httpx.Response:
             result.clear()
@@ -135,16 +129,15 @@ class RegistryClient:
                 if response.status_code != 200:
                     response.read()
                     return response
-                digest, size = hashlib.sha256(), 0
+                hashed = Sha256Meter()
                 for chunk in response.iter_bytes(CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
+                    hashed.update(chunk)
                     meter.advance(len(chunk))
-                result.append((digest.hexdigest(), size))
+                result.append(hashed.digest())
                 return response
 
         response = self._send(step, attempt, path)
-        if response.status_code == 404 and error_body(response.text)[0] == "RESOURCE_DOES_NOT_EXIST":
+        if response.status_code == 404 and error_body(response.text).error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         if response.status_code != 200:
             raise refusal(step, response.status_code, response.text, path=path)
@@ -157,7 +150,6 @@ def artifact_url(artifact_path: str) -> str:
 
 
 def _read_chunks(file: Path, meter: Meter) -> Iterator[bytes]:
-    with file.open("rb") as stream:
-        while chunk := stream.read(CHUNK):
-            meter.advance(len(chunk))
-            yield chunk
+    for chunk in read_chunks(file):
+        meter.advance(len(chunk))
+        yield chunk

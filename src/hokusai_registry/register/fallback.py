@@ -1,7 +1,7 @@
 """Artifacts for experiments whose store the client reaches itself (``s3://`` and the like).
 
 Here the stock MLflow client writes straight to storage with the caller's own credentials (F3 in
-DESIGN.md); our registry never creates such experiments, other MLflow servers may. The key goes to
+docs/failures.md); our registry never creates such experiments, other MLflow servers may. The key goes to
 MLflow through ``MLFLOW_TRACKING_TOKEN`` (the only way it reads one), set for the call and restored.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hokusai_registry.client import Digest, hash_file
 from hokusai_registry.register.errors import ServerRefused
-from hokusai_registry.register.files import sha256_file
 
 HINT = (
     "This experiment stores artifacts at {location}, which the client must reach with its own storage "
@@ -47,10 +47,8 @@ def upload(url: str, api_key: str, run_id: str, directory: Path, location: str) 
         ) from exc
 
 
-def download_sha256s(
-    url: str, api_key: str, artifact_uri: str, location: str
-) -> dict[str, tuple[str, int] | None]:
-    """Every file under ``artifact_uri`` as {relative path: (sha256, size)}, via a temp dir."""
+def download_sha256s(url: str, api_key: str, artifact_uri: str, location: str) -> dict[str, Digest]:
+    """Every file under ``artifact_uri`` as {relative path: its digest}, via a temp dir."""
     import mlflow.artifacts
 
     try:
@@ -58,7 +56,7 @@ def download_sha256s(
             root = Path(
                 mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=tmp, tracking_uri=url)
             )
-            return {p.relative_to(root).as_posix(): sha256_file(p) for p in root.rglob("*") if p.is_file()}
+            return {p.relative_to(root).as_posix(): hash_file(p) for p in root.rglob("*") if p.is_file()}
     except Exception as exc:
         raise ServerRefused(
             "round_trip", f"the storage client failed: {exc}", HINT.format(location=location)

@@ -1,13 +1,12 @@
 """Validation of what a third party passes in, as pure functions (no request is made before these pass).
 
-Rules for the tokenized-model metadata come from DESIGN.md "Metadata of a tokenized model"; model-name
+Rules for the tokenized-model metadata are the ones in docs/register.md ("The metadata"); model-name
 and tag rules mirror what MLflow's server enforces, so a bad value fails here and not half-way through.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from hokusai_registry.client import MISSING_KEY, MISSING_URL
 from hokusai_registry.register.errors import InvalidInput
 
 TOKEN_ID = re.compile(r"[A-Z0-9](?:[A-Z0-9-]{0,62}[A-Z0-9])?")
@@ -151,26 +151,15 @@ def model_dir(path: str | Path) -> Path:
     return directory
 
 
-MISSING_KEY = "no API key: pass --api-key or set HOKUSAI_API_KEY (or MLFLOW_TRACKING_TOKEN)"
-MISSING_URL = "no registry URL: pass --url or set MLFLOW_TRACKING_URI"
-
-
-def key_or_env(given: str | None) -> str | None:
-    """The key a client command uses: the one given, else HOKUSAI_API_KEY, else MLflow's token."""
-    return given or os.environ.get("HOKUSAI_API_KEY") or os.environ.get("MLFLOW_TRACKING_TOKEN")
-
-
-def url_or_env(given: str | None) -> str | None:
-    return given or os.environ.get("MLFLOW_TRACKING_URI")
-
-
 def api_key(value: str | None) -> str:
+    """The key ``hokusai_registry.client.resolve_key`` found, checked (this module reads no environment)."""
     if not value or not value.strip():
         raise InvalidInput("api_key", MISSING_KEY)
     return value.strip()
 
 
 def url(value: str | None) -> str:
+    """The URL ``hokusai_registry.client.resolve_url`` found, checked: http(s), trailing '/' removed."""
     if not value:
         raise InvalidInput("url", MISSING_URL)
     parts = urlsplit(value)

@@ -26,13 +26,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from hokusai_registry.client import API, Digest, error_body, resolve_key, resolve_url
 from hokusai_registry.register import fallback, metadata, source
-from hokusai_registry.register.client import API, RegistryClient
+from hokusai_registry.register.client import RegistryClient
 from hokusai_registry.register.errors import ArtifactServingDisabled, RegistrationError, RoundTripMismatch
 from hokusai_registry.register.files import FileRecord, manifest
 from hokusai_registry.register.progress import TransferProgress
 from hokusai_registry.register.retry import RetryPolicy
-from hokusai_registry.register.translate import error_body
 
 FALLBACK_EXPERIMENT = "hokusai-models"
 CLEANUP_RETRY = RetryPolicy(budget_seconds=15)
@@ -203,15 +203,16 @@ class _Flow:
 
     def round_trip(self, files: tuple[FileRecord, ...], version_source: str) -> None:
         """Download what the version points at and compare every file with what was uploaded."""
+        got: Mapping[str, Digest | None]
         if version_source.startswith("mlflow-artifacts:"):
-            got: dict[str, tuple[str, int] | None] = {}
+            got = {}
             for record in files:
                 with self.progress.transfer("verify", record.path, record.size) as meter:
                     target = f"{artifact_path(version_source)}/{record.path}"
                     got[record.path] = self.client.download_sha256("round_trip", target, meter)
         else:
             got = fallback.download_sha256s(self.client.url, self.api_key, version_source, version_source)
-        wrong = [r.path for r in files if got.get(r.path) != (r.sha256, r.size)]
+        wrong = [r.path for r in files if got.get(r.path) != r.digest]
         if wrong:
             raise RoundTripMismatch(
                 "round_trip",
@@ -264,7 +265,7 @@ class _Flow:
 
 
 def _already_exists(response: httpx.Response) -> bool:
-    return response.status_code == 400 and error_body(response.text)[0] == "RESOURCE_ALREADY_EXISTS"
+    return response.status_code == 400 and error_body(response.text).error_code == "RESOURCE_ALREADY_EXISTS"
 
 
 def _now_ms() -> int:
@@ -296,8 +297,8 @@ def register_model(
     started = time.monotonic()
     meta = metadata.metadata(name, token_id, metric, baseline, tags)
     kind = source.flavor(model)
-    registry_url = metadata.url(metadata.url_or_env(url))
-    key = metadata.api_key(metadata.key_or_env(api_key))
+    registry_url = metadata.url(resolve_url(url))
+    key = metadata.api_key(resolve_key(api_key))
     experiment = metadata.experiment_name(experiment)
     from hokusai_registry.register.progress import Quiet
 

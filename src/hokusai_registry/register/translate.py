@@ -1,13 +1,12 @@
 """From a refused HTTP answer to the error a third party can act on (see ``errors`` for the tree).
 
 Pure: the status, the body and whether it was an artifact route decide; the failure catalogue entries
-(F1, F4, F5, F6, F8, F9, F11 in DESIGN.md) are named so an operator can look the fix up.
+(F1, F4, F5, F6, F8, F9, F11 in docs/failures.md) are named so an operator can look the fix up.
 """
 
 from __future__ import annotations
 
-import json
-
+from hokusai_registry.client import error_body
 from hokusai_registry.register.errors import (
     ArtifactServingDisabled,
     KeyServiceUnavailable,
@@ -22,19 +21,6 @@ from hokusai_registry.register.retry import RETRY_STATUSES
 ARTIFACT_ROUTE = "/mlflow-artifacts/"
 
 
-def error_body(text: str) -> tuple[str, str]:
-    """``(error_code, message)`` from MLflow's ``{"error_code", "message"}``, FastAPI's ``{"detail"}``
-    or any other body (a proxy's HTML page, cut short)."""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        message = body.get("message", body.get("detail", ""))
-        return str(body.get("error_code", "")), str(message)
-    return "", " ".join(text.split())[:200]
-
-
 def transient(status: int, text: str) -> bool:
     """Worth retrying: 429/502/503/504, except MLflow's 503 for disabled artifact serving (permanent)."""
     return status in RETRY_STATUSES and "artifact serving is disabled" not in text.lower()
@@ -43,7 +29,8 @@ def transient(status: int, text: str) -> bool:
 def refusal(
     step: str, status: int, text: str, *, path: str, attempts: int = 1, elapsed: float = 0.0
 ) -> ServerRefused:
-    code, message = error_body(text)
+    body = error_body(text)
+    code, message = body.error_code, body.message
     said = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
 
     def make(kind: type[ServerRefused], problem: str, hint: str) -> ServerRefused:

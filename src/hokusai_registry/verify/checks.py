@@ -1,4 +1,4 @@
-"""The checks, one function each, in the order they run; each returns a ``CheckResult``.
+"""The checks, one function each, in the order they run; each returns an ``Outcome`` or raises ``Failed``.
 
 Checks talk plain HTTP (httpx) so they see every status, header and body a third party would, and they
 share one ``Context`` holding the scratch experiment and what earlier checks learned (a failed
@@ -8,14 +8,13 @@ clean-up, or an operator, can find it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import ssl
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from hokusai_registry.client import API, ARTIFACTS, CHUNK, hash_stream
 from hokusai_registry.verify import diagnose
 from hokusai_registry.verify.diagnose import Diagnosis
 
@@ -31,10 +31,7 @@ if TYPE_CHECKING:
     from hokusai_registry.register import Registration
 
 Status = Literal["pass", "fail", "warn", "skip"]
-API = "/api/2.0/mlflow"
-ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 PREFIX = "hokusai-verify-"
-CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -55,6 +52,14 @@ class CheckResult:
             "id": self.id, "title": self.title, "status": self.status, "duration_ms": self.duration_ms,
             "detail": self.detail, "diagnosis": self.diagnosis, "fix": self.fix,
         }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a check that passed returns: the detail for the report and what it measured, if anything."""
+
+    detail: str
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class Failed(Exception):
@@ -123,7 +128,7 @@ def expect(response: httpx.Response, route: diagnose.Route, what: str, *, with_k
         raise Failed(f"{what}: {seen(response)}", found)
 
 
-def reachability(ctx: Context) -> str:
+def reachability(ctx: Context) -> Outcome:
     """DNS, TCP and TLS first (each has its own root cause), then /health, version and server info."""
     parts = urlsplit(ctx.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -150,10 +155,10 @@ def reachability(ctx: Context) -> str:
     notes.append(f"MLflow {version.text.strip()[:20]}" if version.is_success else seen(version))
     info = ctx.http.get("/api/3.0/mlflow/server-info")
     notes.append(f"server-info {info.text.strip()[:240]}" if info.is_success else seen(info))
-    return "; ".join(notes)
+    return Outcome("; ".join(notes))
 
 
-def authentication(ctx: Context) -> str:
+def authentication(ctx: Context) -> Outcome:
     """No key and a made-up key must get 401; the given key 200; a read key may not write."""
     search = f"{API}/experiments/search"
     body = {"max_results": 1}
@@ -187,38 +192,34 @@ def authentication(ctx: Context) -> str:
         if write.status_code != 403:
             raise Failed(f"a write with --read-key: {seen(write)} (expected 403)", None)
         notes.append("read key: read 200, write 403")
-    return "; ".join(notes)
+    return Outcome("; ".join(notes))
 
 
-def artifact_round_trip(ctx: Context) -> str:
+def artifact_round_trip(ctx: Context) -> Outcome:
     """PUT, list, GET (SHA-256 compared) and DELETE a small object; only a 2xx round trip passes (F2)."""
     ctx.experiment()
     payload = f"hokusai-registry verify {ctx.stamp}\n".encode() * 64
     path = ctx.scratch("verify.txt")
     put = ctx.http.put(path, content=payload, headers=ctx.auth())
     expect(put, "artifact", "upload")
-    listing = ctx.http.get(
-        "/api/2.0/mlflow-artifacts/artifacts",
-        params={"path": f"{ctx.experiment_id}/{ctx.name}"},
-        headers=ctx.auth(),
-    )
+    listing = ctx.http.get(ARTIFACTS, params={"path": f"{ctx.experiment_id}/{ctx.name}"}, headers=ctx.auth())
     expect(listing, "artifact", "list")
     if "verify.txt" not in listing.text:
         raise Failed(f"the uploaded file is not listed: {seen(listing)}", diagnose.entry("F4", "listing"))
     got = ctx.http.get(path, headers=ctx.auth())
     expect(got, "artifact", "download")
-    if hashlib.sha256(got.content).hexdigest() != hashlib.sha256(payload).hexdigest():
+    if hash_stream([got.content]) != hash_stream([payload]):
         raise Failed(f"downloaded {len(got.content)} bytes differ from the {len(payload)} uploaded", None)
     deleted = ctx.http.delete(path, headers=ctx.auth())
     expect(deleted, "artifact", "delete")
     ctx.artifacts_ok = True
-    return (
+    return Outcome(
         f"PUT {put.status_code}, list {listing.status_code}, GET {got.status_code} sha256 match, "
         f"DELETE {deleted.status_code}"
     )
 
 
-def artifact_locations(ctx: Context) -> str:
+def artifact_locations(ctx: Context) -> Outcome:
     """Experiments whose artifacts bypass this server (F3); fail if new experiments get such a location."""
     response = ctx.http.post(f"{API}/experiments/search", json={"max_results": 1000}, headers=ctx.auth())
     expect(response, "tracking", "experiments/search")
@@ -235,22 +236,21 @@ def artifact_locations(ctx: Context) -> str:
         listed = ", ".join(f"{name!r}: {loc}" for name, loc in bad[:5])
         raise Failed(f"{len(bad)} of {len(experiments)} experiments not served here: {listed}",
                      diagnose.location(bad[0][1], ctx.url), status="warn")  # fmt: skip
-    return f"all {len(experiments)} experiments use mlflow-artifacts:/"
+    return Outcome(f"all {len(experiments)} experiments use mlflow-artifacts:/")
 
 
-def large_artifact(ctx: Context) -> tuple[str, dict[str, float]]:
+def large_artifact(ctx: Context) -> Outcome:
     """Upload and download ``large_mb`` MiB, streamed both ways, timing each (F9 on 413/504/timeout)."""
     ctx.experiment()
     size = ctx.large_mb * CHUNK
     path = ctx.scratch("large.bin")
     block = os.urandom(CHUNK)
-    expected = hashlib.sha256()
-    for _ in range(ctx.large_mb):
-        expected.update(block)
 
     def chunks() -> Iterator[bytes]:
         for _ in range(ctx.large_mb):
             yield block
+
+    expected = hash_stream(chunks())
 
     headers = ctx.auth() | {"Content-Length": str(size)}
     try:
@@ -258,14 +258,12 @@ def large_artifact(ctx: Context) -> tuple[str, dict[str, float]]:
         put = ctx.http.put(path, content=chunks(), headers=headers)
         up = time.monotonic() - started
         expect(put, "artifact", f"upload of {ctx.large_mb} MiB")
-        started, digest, got = time.monotonic(), hashlib.sha256(), 0
+        started = time.monotonic()
         with ctx.http.stream("GET", path, headers=ctx.auth()) as response:
             if response.status_code != 200:
                 response.read()
                 expect(response, "artifact", f"download of {ctx.large_mb} MiB")
-            for chunk in response.iter_bytes(CHUNK):
-                digest.update(chunk)
-                got += len(chunk)
+            got = hash_stream(response.iter_bytes(CHUNK))
         down = time.monotonic() - started
     except httpx.TimeoutException as exc:
         raise Failed(f"timed out after {ctx.timeout}s: {exc}", diagnose.entry("F9", "timeout")) from exc
@@ -276,19 +274,19 @@ def large_artifact(ctx: Context) -> tuple[str, dict[str, float]]:
     finally:
         with suppress(httpx.HTTPError):
             ctx.http.delete(path, headers=ctx.auth())
-    if digest.hexdigest() != expected.hexdigest() or got != size:
+    if got != expected:
         raise Failed(
-            f"downloaded {got} bytes differ from the {size} uploaded", diagnose.entry("F9", "altered")
+            f"downloaded {got.size} bytes differ from the {size} uploaded", diagnose.entry("F9", "altered")
         )
     mb = size / 1e6
     rates = {"large_upload_mb_s": round(mb / up, 1), "large_download_mb_s": round(mb / down, 1)}
-    return (
+    return Outcome(
         f"{ctx.large_mb} MiB up {rates['large_upload_mb_s']} MB/s, down {rates['large_download_mb_s']} MB/s",
         rates,
     )
 
 
-def registration(ctx: Context) -> tuple[str, dict[str, float]]:
+def registration(ctx: Context) -> Outcome:
     """Register a tiny scikit-learn model with the shared ``register_model``, read tags back, load it
     from the registry's files and compare predictions."""
     import numpy as np
@@ -313,7 +311,7 @@ def registration(ctx: Context) -> tuple[str, dict[str, float]]:
     metrics["registration_load_predict_ms"] = round((time.monotonic() - started) * 1000, 1)
     if not np.allclose(predictions, model.predict(x)):
         raise Failed("predictions of the downloaded model differ from the original", None)
-    return (
+    return Outcome(
         f"{done.model_uri}: {len(done.files)} files round-tripped, tags read back, predictions match",
         metrics,
     )
@@ -378,6 +376,3 @@ def clean_up(ctx: Context) -> str:
         if gone.is_success:
             done.append("experiment")
     return "deleted " + (", ".join(done) or "nothing")
-
-
-CheckFn = Callable[[Context], "str | tuple[str, dict[str, float]]"]

@@ -1,7 +1,7 @@
 """Map what a check observed (status, body, headers, exception) to a root cause in the failure catalogue.
 
 Pure functions, so every rule is unit-tested without a server. The catalogue (F1-F12) is the one in
-``DESIGN.md``; the point of naming it is that an operator gets "run with artifact serving on", not
+``docs/failures.md``; the point of naming it is that an operator gets "run with artifact serving on", not
 "404". Rules that look at a body distinguish who answered: MLflow answers JSON (``error_code``), Flask's
 default pages carry werkzeug's wording, and anything else (nginx, a load balancer) is "something in front".
 """
@@ -9,13 +9,14 @@ default pages carry werkzeug's wording, and anything else (nginx, a load balance
 from __future__ import annotations
 
 import errno
-import json
 import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
+
+from hokusai_registry.client import error_body
 
 Route = Literal["health", "tracking", "artifact"]
 
@@ -98,23 +99,6 @@ def entry(code: str, detail: str = "") -> Diagnosis:
     return Diagnosis(code, f"{cause} ({detail})" if detail else cause, fix)
 
 
-def is_json(body: str) -> bool:
-    try:
-        json.loads(body)
-    except ValueError:
-        return False
-    return True
-
-
-def error_code(body: str) -> str:
-    """MLflow's ``error_code`` from a JSON error body, else ``""``."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return ""
-    return str(parsed.get("error_code", "")) if isinstance(parsed, dict) else ""
-
-
 def transport(exc: BaseException) -> Diagnosis:
     """A request that got no HTTP answer: DNS, refused connection, TLS or a timeout."""
     text = f"{type(exc).__name__}: {exc}"
@@ -153,7 +137,7 @@ def response(
     """
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     lower = body.lower()
-    code = error_code(body)
+    code = error_body(body).error_code
     if 200 <= status < 300:
         return None if with_key or route == "health" else entry("F12", f"{route} call answered {status}")
     if status == 403 and "invalid host header" in lower:
@@ -182,7 +166,7 @@ def response(
 def not_found(body: str, route: Route) -> Diagnosis:
     """A 404: MLflow without artifact routes (JSON or Flask's own page) vs a proxy that does not forward."""
     if route == "artifact":
-        if is_json(body) or WERKZEUG_404 in body.lower():
+        if error_body(body).is_json or WERKZEUG_404 in body.lower():
             return entry("F1", "404 from MLflow itself on the artifact route")
         return entry("F4", "404 that is not MLflow's (HTML from something in front)")
     return entry("F4", f"404 on the {route} route: wrong URL prefix or proxy routing")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 from rich.console import Console
@@ -14,15 +14,29 @@ from rich.markup import escape
 from rich.table import Table
 
 from hokusai_registry.verify import checks
-from hokusai_registry.verify.checks import CheckResult, Context, Failed
+from hokusai_registry.verify.checks import CheckResult, Context, Failed, Outcome
 from hokusai_registry.verify.report import Report
 
-Step = tuple[str, str, Callable[[Context], Any], Callable[[Context], str | None]]
 STYLE = {"pass": "green", "fail": "red", "warn": "yellow", "skip": "dim", "run": "cyan"}
 
 
-def plan(skip_registration: bool) -> list[Step]:
-    """(id, title, check, reason-to-skip) in priority order; a reason is computed when the check is due."""
+def _always_due(ctx: Context) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One step of the plan: ``run`` does the check; ``skip_reason``, asked when the check is due, says
+    why it cannot prove anything now (None: run it)."""
+
+    id: str
+    title: str
+    run: Callable[[Context], Outcome]
+    skip_reason: Callable[[Context], str | None] = _always_due
+
+
+def plan(skip_registration: bool = False) -> list[Check]:
+    """The checks in priority order."""
 
     def needs_auth(ctx: Context) -> str | None:
         return None if ctx.authenticated else "authentication did not pass"
@@ -34,28 +48,24 @@ def plan(skip_registration: bool) -> list[Step]:
         return "--skip-registration" if skip_registration else needs_artifacts(ctx)
 
     return [
-        ("reachability", "Reachability (DNS, TCP, TLS, /health, version)", checks.reachability,
-         lambda ctx: None),
-        ("authentication", "Authentication (no key, made-up key, given key)", checks.authentication,
-         lambda ctx: None if ctx.reachable else "server not reachable"),
-        ("artifact_round_trip", "Artifact serving round trip", checks.artifact_round_trip, needs_auth),
-        ("artifact_locations", "Experiment artifact locations", checks.artifact_locations, needs_auth),
-        ("registration", "Model registration as a third party", checks.registration, registration_due),
-        ("large_artifact", "Large artifact transfer", checks.large_artifact,
-         lambda ctx: "--large-mb 0" if ctx.large_mb <= 0 else needs_artifacts(ctx)),
+        Check("reachability", "Reachability (DNS, TCP, TLS, /health, version)", checks.reachability),
+        Check("authentication", "Authentication (no key, made-up key, given key)", checks.authentication,
+              lambda ctx: None if ctx.reachable else "server not reachable"),
+        Check("artifact_round_trip", "Artifact serving round trip", checks.artifact_round_trip, needs_auth),
+        Check("artifact_locations", "Experiment artifact locations", checks.artifact_locations, needs_auth),
+        Check("registration", "Model registration as a third party", checks.registration, registration_due),
+        Check("large_artifact", "Large artifact transfer", checks.large_artifact,
+              lambda ctx: "--large-mb 0" if ctx.large_mb <= 0 else needs_artifacts(ctx)),
     ]  # fmt: skip
 
 
-def run_one(ctx: Context, check_id: str, title: str, fn: Callable[[Context], Any]) -> CheckResult:
+def run_one(ctx: Context, check: Check) -> CheckResult:
     """Run one check; any exception becomes a fail with a diagnosis, so the report is always written."""
     started = time.monotonic()
-    result = CheckResult(check_id, title, "pass")
+    result = CheckResult(check.id, check.title, "pass")
     try:
-        outcome = fn(ctx)
-        if isinstance(outcome, tuple):
-            result.detail, result.metrics = outcome
-        else:
-            result.detail = outcome
+        outcome = check.run(ctx)
+        result.detail, result.metrics = outcome.detail, dict(outcome.metrics)
     except Failed as exc:
         result.status, result.detail = exc.status, exc.detail
         if exc.found:
@@ -93,12 +103,12 @@ def verify(ctx: Context, *, skip_registration: bool = False, console: Console | 
     results: list[CheckResult] = []
     console = console or Console(stderr=True)
     with Live(table(results, None), console=console, refresh_per_second=8, transient=False) as live:
-        for check_id, title, fn, skip in plan(skip_registration):
-            if reason := skip(ctx):
-                results.append(CheckResult(check_id, title, "skip", detail=f"skipped: {reason}"))
+        for check in plan(skip_registration):
+            if reason := check.skip_reason(ctx):
+                results.append(CheckResult(check.id, check.title, "skip", detail=f"skipped: {reason}"))
             else:
-                live.update(table(results, title))
-                results.append(run_one(ctx, check_id, title, fn))
+                live.update(table(results, check.title))
+                results.append(run_one(ctx, check))
             live.update(table(results, None))
         if ctx.experiment_id is not None:
             try:
