@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.metadata
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -39,6 +42,73 @@ def test_keys_create_json_and_list_never_show_the_key(registry: Registry) -> Non
     assert "key" not in listed[0] and "key_hash" not in listed[0]
     assert created["key"] not in registry.cli("keys", "list", "--json").stdout
     assert listed[0]["revoked"] is False
+
+
+def test_version_is_the_package_metadata_version() -> None:
+    done = run_cli("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == importlib.metadata.version("hokusai-registry") + "\n"
+
+
+def test_help_is_for_users() -> None:
+    done = run_cli("--help")
+    assert done.returncode == 0
+    assert "MLflow model registry" in done.stdout and "--version" in done.stdout
+    assert "parse, call, print" not in done.stdout
+
+
+def _key_list_env(registry: Registry, **extra: str) -> dict[str, str]:
+    """The registry's environment without anything that makes rich treat a pipe as a terminal."""
+    env = {k: v for k, v in registry.env.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS")}
+    return env | extra
+
+
+def _create_keys(registry: Registry, prefix: str) -> list[str]:
+    ids = []
+    for user in (f"{prefix}-a", f"{prefix}-with-a-user-name-longer-than-the-terminal-is-wide"):
+        done = registry.cli("keys", "create", "--user", user, "--expires-in-days", "3", "--json")
+        ids.append(json.loads(done.stdout)["id"])
+    return ids
+
+
+def test_keys_list_keeps_ids_whole_in_a_narrow_terminal(registry: Registry) -> None:
+    ids = _create_keys(registry, "narrow")
+    done = subprocess.run(
+        [CLI, "keys", "list", "--data-dir", str(registry.data_dir)],
+        env=_key_list_env(registry, TTY_COMPATIBLE="1", NO_COLOR="1", COLUMNS="40"),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    text = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
+    assert "\t" not in text and "─" in text  # a table (its header rule), not the piped form
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 40
+    words = text.split()
+    for key_id in ids:
+        assert key_id in words, text  # whole, on one line, so it can be pasted into `keys revoke`
+
+
+def test_keys_list_piped_is_tab_separated_with_whole_ids(registry: Registry) -> None:
+    ids = _create_keys(registry, "piped")
+    done = subprocess.run(
+        [CLI, "keys", "list", "--data-dir", str(registry.data_dir)],
+        env=_key_list_env(registry, COLUMNS="40"),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert "\x1b" not in done.stdout
+    header, *rows = list(csv.reader(done.stdout.splitlines(), delimiter="\t"))
+    assert header == ["id", "user", "scope", "created", "expires", "revoked", "last used"]
+    assert all(len(row) == len(header) for row in rows), rows
+    listed = json.loads(registry.cli("keys", "list", "--json").stdout)
+    assert [row[0] for row in rows] == [key["id"] for key in listed]
+    by_id = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    for key_id in ids:
+        assert by_id[key_id]["scope"] == "write" and by_id[key_id]["revoked"] == "-"
+        assert by_id[key_id]["expires"].endswith("+00:00")  # full ISO 8601 for scripts
 
 
 def test_default_scope_is_write(registry: Registry) -> None:

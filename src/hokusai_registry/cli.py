@@ -9,12 +9,40 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from hokusai_registry.settings import ConfigError, Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, rich_markup_mode=None)
+HELP = """An authenticated MLflow model registry: third parties register models with the stock MLflow
+client and an API key, and the server stores the artifacts itself.
+
+up runs the registry, keys manages API keys, register uploads a model with its token metadata,
+verify checks a deployment end to end, deploy ecs ships a new image to AWS ECS.
+"""
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP, rich_markup_mode=None)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from hokusai_registry import __version__
+
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    pass
+
+
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.", rich_markup_mode=None)
 app.add_typer(keys_app, name="keys")
 deploy_app = typer.Typer(no_args_is_help=True, help="Deploy a new registry image.", rich_markup_mode=None)
@@ -138,18 +166,29 @@ def keys_list(
     db_uri: DbUri = None,
     as_json: AsJson = False,
 ) -> None:
-    """List keys (never the keys themselves)."""
+    """List keys (never the keys themselves); tab-separated lines when stdout is not a terminal."""
     records = [key.to_json() for key in open_key_store(data_dir, db_uri).list(user)]
     if as_json:
         print(json.dumps(records, indent=2))
         return
-    table = Table("id", "user", "scope", "created", "expires", "revoked", "last used")
-    for r in records:
+    header = ["id", "user", "scope", "created", "expires", "revoked", "last used"]
+    times = ("created_at", "expires_at", "revoked_at", "last_used_at")
+    out = Console()
+    if not out.is_terminal:  # piped: one tab-separated line per key, times in full ISO 8601 (UTC)
+        print("\t".join(header))
+        for r in records:
+            print("\t".join([r["id"], r["user"], r["scope"], *(r[t] or "-" for t in times)]))
+        return
+    # Ids stay whole at any width, so they can be pasted into `keys revoke`; the other columns fold.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, caption="times in UTC", caption_justify="left")
+    table.add_column("id", no_wrap=True, min_width=max((len(r["id"]) for r in records), default=2))
+    for name in header[1:]:
+        table.add_column(name, overflow="fold")
+    for r in records:  # times to the minute, "2026-12-01 09:32", which wraps at the space
         table.add_row(
-            r["id"], r["user"], r["scope"], r["created_at"], r["expires_at"] or "-",
-            r["revoked_at"] or "-", r["last_used_at"] or "-",
-        )  # fmt: skip
-    Console().print(table)
+            r["id"], r["user"], r["scope"], *(r[t][:16].replace("T", " ") if r[t] else "-" for t in times)
+        )
+    out.print(table)
 
 
 @keys_app.command("revoke")
