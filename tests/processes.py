@@ -52,7 +52,10 @@ def wait_for_health(
 
 def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
     """SIGTERM the process group ``proc`` leads (start it with ``start_new_session=True``), as an
-    operator's Ctrl-C or ECS would; SIGKILL if it has not exited after ``timeout`` seconds."""
+    operator's Ctrl-C or ECS would; SIGKILL if it has not exited after ``timeout`` seconds.
+
+    The group is signalled even when the leader has already exited: its workers may outlive it.
+    """
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)

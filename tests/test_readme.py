@@ -94,16 +94,28 @@ def test_the_parser_reads_the_table_conventions() -> None:
     ]
 
 
-def layout_names(readme: str) -> set[str]:
-    """Every ``*.py`` file name the README's Layout block mentions."""
+def layout_paths(readme: str) -> set[str]:
+    """Every module path (``server/app.py``) the README's Layout block names under ``src/hokusai_registry/``.
+
+    A line ``  pkg/`` opens a package; the ``*.py`` names on the lines indented under it are its modules.
+    """
     section = re.split(r"^## Layout$", readme, maxsplit=1, flags=re.M)[1]
-    block = section.split("```")[1]
-    return set(re.findall(r"\b(\w+\.py)\b", block))
+    block = section.split("```")[1].split("\nscripts/")[0]
+    paths, package = set(), ""
+    for line in block.splitlines():
+        if re.fullmatch(r"  \w+/.*", line):
+            package = line.split()[0]
+            continue
+        names = re.findall(r"\b(\w+\.py)\b", line)
+        prefix = package if line.startswith("    ") else ""
+        paths |= {prefix + name for name in names}
+    return paths
 
 
 def test_the_layout_names_every_module() -> None:
     """A newcomer looks for a module in the Layout first: none may be missing from it."""
     src = README.parent / "src" / "hokusai_registry"
-    modules = {path.name for path in src.rglob("*.py") if path.name != "__init__.py"}
-    assert modules - layout_names(README.read_text()) == set()
-    assert layout_names("## Layout\n```\n  app.py  x\n  a.py, b.py  y\n```\n") == {"app.py", "a.py", "b.py"}
+    modules = {path.relative_to(src).as_posix() for path in src.rglob("*.py") if path.name != "__init__.py"}
+    assert modules - layout_paths(README.read_text()) == set()
+    example = "## Layout\n```\nsrc/x/\n  app.py  x\n  pkg/   y\n    a.py, b.py  z\nscripts/\n```\n"
+    assert layout_paths(example) == {"app.py", "pkg/a.py", "pkg/b.py"}

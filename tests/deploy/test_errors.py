@@ -51,3 +51,26 @@ def test_preflight_and_plan_refusals_are_deploy_refused(monkeypatch: pytest.Monk
     with pytest.raises(DeployRefused, match="no AWS region") as exc:
         Deployer(None)
     assert exc.value.step == "preflight" and not exc.value.changed
+
+
+@pytest.mark.parametrize(
+    ("env", "used"),
+    [
+        ({"MLFLOW_TRACKING_TOKEN": "tok"}, "tok"),
+        ({"MLFLOW_TRACKING_TOKEN": "tok", "HOKUSAI_API_KEY": "hk"}, "hk"),
+    ],
+)
+def test_deploy_verifies_with_the_key_every_client_command_uses(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], used: str
+) -> None:
+    """HOKUSAI_API_KEY, else MLflow's own MLFLOW_TRACKING_TOKEN, as register and verify do."""
+    seen: dict[str, Any] = {}
+    monkeypatch.delenv("HOKUSAI_API_KEY", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(package, "Deployer", FakeDeployer)
+    monkeypatch.setattr(package, "deploy", lambda *_, **kwargs: seen.update(kwargs))
+    args = ["deploy", "ecs", "--cluster", "c", "--service", "s", "--image", "i", "--url", "https://r"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen["api_key"] == used and seen["url"] == "https://r"

@@ -50,14 +50,20 @@ def test_every_public_auth_store_method_is_known_to_read_or_to_write() -> None:
     assert not gone, f"MLflow no longer has these auth store methods: {sorted(gone)}"
 
 
-class Inert:
-    """Stands in for MLflow's store: every method returns its name, nothing is stored."""
+def answer_with(name: str) -> Any:
+    return lambda self, *args, **kwargs: name
+
+
+class Inert(SqlAlchemyStore):
+    """MLflow's store class with every public method answering its own name: nothing is stored."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self.ManagedSessionMaker = lambda: "a session"  # an instance attribute, as init_db sets it
 
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: name
+
+for _name in public_methods(SqlAlchemyStore):
+    setattr(Inert, _name, answer_with(_name))
 
 
 @pytest.fixture
@@ -77,6 +83,8 @@ def test_every_write_moves_the_auth_epoch_and_no_read_does(engine: sa.Engine) ->
         assert answer == (None if name == "delete_user" else name)  # the write's own answer
         assert read_epoch(engine) == before + 1, f"{name} did not move the epoch"
     assert deleted == ["alice"]  # deleting a user also revokes its keys
+    before = read_epoch(engine)
+    assert store.ManagedSessionMaker() == "a session" and read_epoch(engine) == before
     for name in sorted(mlflow_adapter.AUTH_STORE_READS - {"get_user", "list_grants"}):
         before = read_epoch(engine)
         assert getattr(store, name)("alice") == name
@@ -163,7 +171,8 @@ def test_installing_twice_wraps_the_registry_store_once(mlflow_globals: None) ->
 def test_the_authorization_function_replaces_the_configured_one(
     mlflow_globals: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(mlflow_adapter.FAIL_CLOSED_ENV, raising=False)
+    monkeypatch.setenv(mlflow_adapter.FAIL_CLOSED_ENV, "")  # recorded, so the test leaves it as it was
+    monkeypatch.delenv(mlflow_adapter.FAIL_CLOSED_ENV)
     mlflow_adapter.use_authorization_function("somewhere:hook")
     assert auth.auth_config.authorization_function == "somewhere:hook"
     assert environment_variables.MLFLOW_BASIC_AUTH_FAIL_CLOSED.get() is True

@@ -50,7 +50,6 @@ def test_the_docs_name_no_code_outside_the_catalogue() -> None:
         assert not unknown, f"{path.relative_to(ROOT)} names {sorted(unknown)}, which CATALOGUE does not have"
 
 
-def test_table_rows_reads_escaped_pipes_and_mismatches_are_caught() -> None:
+def test_table_rows_reads_escaped_pipes() -> None:
     rows = table_rows("| code | symptom | cause | fix |\n|---|---|---|---|\n| F1 | a \\| b | c | d |\n")
     assert rows == [["F1", "a | b", "c", "d"]]
-    assert rows[0][2:] != list(CATALOGUE["F1"])

@@ -54,7 +54,7 @@ class CachedAuthStore(Delegating):
 
     def __getattr__(self, name: str) -> Any:
         attribute = super().__getattr__(name)
-        if is_auth_store_write(name) and callable(attribute):
+        if is_auth_store_write(name) and callable(getattr(type(self.wrapped), name, None)):
             return self._bumping(attribute)
         return attribute
 

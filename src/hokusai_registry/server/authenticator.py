@@ -1,7 +1,7 @@
 """From a presented key to a Principal, with a per-worker cache in front of the key table.
 
-A hit is one dict read, no lock; a miss reads the database (or asks the external key service) once,
-however many requests for the same key are in flight.
+A hit is one dict read, no lock; a miss reads the key table once, however many requests for the same
+key are in flight (a key of the external service is asked for by each of them: that call is not shared).
 """
 
 from __future__ import annotations

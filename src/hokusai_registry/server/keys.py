@@ -33,8 +33,10 @@ def utcnow() -> datetime:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; everything we store is UTC."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    """In UTC: SQLite returns naive datetimes (stored as UTC), PostgreSQL the session's time zone."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,9 @@ def is_auth_store_write(name: str) -> bool:
     """Whether calling the auth store's method ``name`` may change users or permissions.
 
     Fails safe: a public method not known to read counts as a write (it costs cache misses, not
-    correctness). Private methods are MLflow's own helpers, called by the store itself, never by us.
+    correctness). Private methods are MLflow's helpers (``_scorer_pattern``, a pure function, is the
+    only one its auth app calls on the store); callable instance attributes such as
+    ``ManagedSessionMaker`` are no methods of the store's class, and the cache leaves them alone.
     """
     return not name.startswith("_") and name not in AUTH_STORE_READS
 
