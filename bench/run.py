@@ -9,6 +9,8 @@ Run by hand from the repository root; each command starts the servers and prints
     .venv/bin/python bench/run.py registration [--runs 20]                  # client log + register
     .venv/bin/python bench/run.py profile [--profile-seconds 10]            # py-spy on our worker
     .venv/bin/python bench/run.py all                                       # all of them, one server set
+    .venv/bin/python bench/run.py scale [--sizes 1000,10000,100000] [--scale-kind models|experiments]
+                                        [--scale-requests 40] [--postgres]  # cost vs other tenants' rows
 
 `--kinds stock,ours` skips MLflow's basic-auth server (slow to measure: scrypt per request).
 
@@ -28,7 +30,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -511,7 +513,7 @@ def bench_profile(servers: list[Server], raw: Path, seconds: int, kind: str = "o
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    commands = ("requests", "latency", "cpu", "artifacts", "registration", "profile", "all")
+    commands = ("requests", "latency", "cpu", "artifacts", "registration", "profile", "all", "scale")
     parser.add_argument("command", choices=commands)
     parser.add_argument("--kinds", default="stock,basic,ours", help="servers to start, comma-separated")
     parser.add_argument("--rounds", type=int, default=3, help="requests: interleaved rounds")
@@ -524,8 +526,15 @@ def main() -> None:
     parser.add_argument("--profile-kind", default="ours", choices=("stock", "basic", "ours"))
     parser.add_argument("--no-pin", action="store_true", help="let the scheduler place wrk and workers")
     parser.add_argument("--profile-raw", type=Path, help="keep py-spy's collapsed stacks in this file")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="scale: foreign rows, growing")
+    parser.add_argument("--scale-kind", default="models", choices=("models", "experiments"))
+    parser.add_argument("--scale-requests", type=int, default=40, help="scale: first pages per target")
+    parser.add_argument("--postgres", action="store_true", help="scale: PostgreSQL instead of SQLite")
     args = parser.parse_args()
-    wanted = set(commands[:-1]) if args.command == "all" else {args.command}
+    if args.command == "scale":
+        run_scale(args)
+        return
+    wanted = set(commands[:-2]) if args.command == "all" else {args.command}
     kinds = (args.profile_kind,) if wanted == {"profile"} else tuple(args.kinds.split(","))
 
     with (
@@ -551,6 +560,20 @@ def main() -> None:
             result = bench_profile(servers, raw.resolve(), args.profile_seconds, args.profile_kind)
             print(f"## profile\n\n{result}\n", flush=True)
         print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
+
+
+def run_scale(args: argparse.Namespace) -> None:
+    from scale import bench_scale, pg_databases
+
+    sizes = [int(size) for size in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp, ExitStack() as stack:
+        backends = stack.enter_context(contextmanager(pg_databases)(Path(tmp))) if args.postgres else None
+        stock, ours = stack.enter_context(all_running(Path(tmp), ("stock", "ours"), backends))
+        print(f"CPUs: {'not pinned (--no-pin)' if args.no_pin else pin_cpus([stock, ours])}", flush=True)
+        pin_client()
+        where = "PostgreSQL 15" if args.postgres else "SQLite"
+        print(f"## scale: {args.scale_kind} on {where}\n", flush=True)
+        print(bench_scale(stock, ours, args.scale_kind, sizes, args.scale_requests), flush=True)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ class Server:
     experiment_id: str = ""
     run_id: str = ""
     log: Path | None = None
+    data: Path | None = None  # its data dir
+    backend: str = ""  # its tracking database URI (for ours, the auth tables are there too unless SQLite)
 
     def log_failures(self, limit: int = 40) -> str:
         """The server log's lines about responses other than 200, and any traceback: why wrk saw errors."""
@@ -130,10 +132,11 @@ class _Pending:
     data: Path
     url: str
     proc: subprocess.Popen[bytes]
+    backend: str
     password: str = ""
 
 
-def _launch(kind: str, root: Path) -> _Pending:
+def _launch(kind: str, root: Path, backend: str | None = None) -> _Pending:
     data = root / kind
     data.mkdir(parents=True)
     port = free_port()
@@ -141,8 +144,9 @@ def _launch(kind: str, root: Path) -> _Pending:
     # default, so the baselines run without it too.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = data / "server.log"
+    backend = backend or f"sqlite:///{data}/mlflow.db"
     stock_args = [
-        "--backend-store-uri", f"sqlite:///{data}/mlflow.db", "--artifacts-destination", f"{data}/artifacts",
+        "--backend-store-uri", backend, "--artifacts-destination", f"{data}/artifacts",
         "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     password = ""
@@ -159,17 +163,17 @@ def _launch(kind: str, root: Path) -> _Pending:
         command = [str(BIN / "mlflow"), "server", *stock_args, "--app-name", "basic-auth"]
     elif kind == "ours":
         command = [str(BIN / "hokusai-registry"), "up", "--data-dir", str(data), "--port", str(port)]
-        command += ["--workers", "1"]
+        command += ["--workers", "1"] + (["--backend-store-uri", backend] if "sqlite" not in backend else [])
     else:
         raise ValueError(f"unknown server kind {kind!r}; one of {KINDS}")
-    return _Pending(kind, data, f"http://127.0.0.1:{port}", _spawn(command, env, log), password)
+    return _Pending(kind, data, f"http://127.0.0.1:{port}", _spawn(command, env, log), backend, password)
 
 
 def _ready(p: _Pending) -> Server:
     """Wait for /health, make the credentials and the fixtures (a model, an experiment, a run)."""
     log = p.data / "server.log"
     wait_for_health(p.url, p.proc, timeout=300, log=log)
-    server = Server(p.kind, p.url, p.proc, headers={}, log=log)
+    server = Server(p.kind, p.url, p.proc, headers={}, log=log, data=p.data, backend=p.backend)
     if p.kind == "basic":
         server.headers = basic("admin", p.password)
         server.env = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": p.password}
@@ -191,12 +195,16 @@ def _ready(p: _Pending) -> Server:
 
 
 @contextlib.contextmanager
-def all_running(root: Path, kinds: tuple[str, ...] = KINDS) -> Iterator[list[Server]]:
-    """Healthy servers of the given kinds (started in parallel), data under root/<kind>; stops them."""
+def all_running(
+    root: Path, kinds: tuple[str, ...] = KINDS, backends: dict[str, str] | None = None
+) -> Iterator[list[Server]]:
+    """Healthy servers of the given kinds (started in parallel), data under root/<kind>; stops them.
+
+    ``backends`` maps a kind to its tracking database URI (default: SQLite in its data dir)."""
     pending: list[_Pending] = []
     try:
         for kind in kinds:
-            pending.append(_launch(kind, root))
+            pending.append(_launch(kind, root, (backends or {}).get(kind)))
         yield [_ready(p) for p in pending]
     finally:
         for p in pending:

@@ -80,3 +80,30 @@ def test_a_write_on_another_worker_is_seen_by_the_next_request(mlflow_store: Sql
     with request_as("alice"):
         grants = here.list_grants(alice.id, "default", {"experiment"})
     assert [(grant.resource_type, grant.resource_pattern) for grant in grants] == [("experiment", "7")]
+
+
+def test_a_grant_for_one_user_leaves_the_others_cached(mlflow_store: SqlAlchemyStore) -> None:
+    """The MANAGE grant a new model gives its creator empties only the creator's cache entries."""
+    mlflow_store.create_user("bob", "a-long-enough-password-1B!")
+    counting = CountingStore(mlflow_store)
+    here = CachedAuthStore(counting, 60, on_user_deleted=lambda _: None)
+    elsewhere = CachedAuthStore(mlflow_store, 60, on_user_deleted=lambda _: None)
+    for user in ("alice", "bob"):
+        with request_as(user):
+            here.list_grants(here.get_user(user).id, "default", {"registered_model"})
+    assert counting.reads == {"get_user": 2, "list_grants": 2}
+
+    elsewhere.create_registered_model_permission("alices-model", "alice", "MANAGE")
+
+    with request_as("bob"):  # bob's entries survive: not one read
+        here.list_grants(here.get_user("bob").id, "default", {"registered_model"})
+    assert counting.reads == {"get_user": 2, "list_grants": 2}
+    with request_as("alice"):  # alice's were dropped: her next request sees the grant
+        grants = here.list_grants(here.get_user("alice").id, "default", {"registered_model"})
+    assert ("registered_model", "alices-model") in {(g.resource_type, g.resource_pattern) for g in grants}
+    assert counting.reads == {"get_user": 3, "list_grants": 3}
+
+    elsewhere.create_role("reviewers", "default", "")  # not one user's: everyone's entries go
+    with request_as("bob"):
+        here.list_grants(here.get_user("bob").id, "default", {"registered_model"})
+    assert counting.reads == {"get_user": 4, "list_grants": 4}

@@ -10,12 +10,15 @@ import ast
 import hashlib
 import inspect
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlflow import environment_variables
 from mlflow.server import auth, handlers
 from mlflow.server.artifact_router import artifact_router
@@ -28,7 +31,7 @@ from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 from hokusai_registry.server import mlflow_adapter
 from hokusai_registry.server.auth_store import CachedAuthStore
 from hokusai_registry.server.registry_store import RequestMemoRegistryStore
-from hokusai_registry.server.schema import create_tables, read_epoch
+from hokusai_registry.server.schema import create_tables, read_epochs
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "hokusai_registry"
 ADAPTER = SRC / "server" / "mlflow_adapter.py"
@@ -74,21 +77,45 @@ def engine(tmp_path: Path) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-def test_every_write_moves_the_auth_epoch_and_no_read_does(engine: sa.Engine) -> None:
+def arguments(name: str) -> dict[str, str]:
+    """Keyword arguments for the auth store's method ``name``: ``username`` is alice's."""
+    parameters = list(inspect.signature(getattr(SqlAlchemyStore, name)).parameters)[1:]
+    return {p: "alice" if p == "username" else "x" for p in parameters}
+
+
+def test_every_write_moves_an_epoch_and_no_read_does(engine: sa.Engine) -> None:
+    """A write that changes one user's access moves that user's epoch; any other, the global one."""
     deleted: list[str] = []
     store = CachedAuthStore(Inert(engine), ttl=60, on_user_deleted=deleted.append)
     for name in sorted(mlflow_adapter.AUTH_STORE_WRITES):
-        before = read_epoch(engine)
-        answer = getattr(store, name)("alice")
+        before = read_epochs(engine, "alice")
+        answer = getattr(store, name)(**arguments(name))
         assert answer == (None if name == "delete_user" else name)  # the write's own answer
-        assert read_epoch(engine) == before + 1, f"{name} did not move the epoch"
+        moved = (0, 1) if name in mlflow_adapter.USER_SCOPED_WRITES else (1, 0)
+        after = read_epochs(engine, "alice")
+        assert (after[0] - before[0], after[1] - before[1]) == moved, f"{name} moved the wrong epoch"
     assert deleted == ["alice"]  # deleting a user also revokes its keys
-    before = read_epoch(engine)
-    assert store.ManagedSessionMaker() == "a session" and read_epoch(engine) == before
+    before = read_epochs(engine, "alice")
+    assert store.ManagedSessionMaker() == "a session" and read_epochs(engine, "alice") == before
     for name in sorted(mlflow_adapter.AUTH_STORE_READS - {"get_user", "list_grants"}):
-        before = read_epoch(engine)
+        before = read_epochs(engine, "alice")
         assert getattr(store, name)("alice") == name
-        assert read_epoch(engine) == before, f"{name} moved the epoch"
+        assert read_epochs(engine, "alice") == before, f"{name} moved an epoch"
+
+
+def test_user_scoped_writes_name_the_user_they_change() -> None:
+    """Each write counted as changing one user's access takes that user as ``username``."""
+    assert mlflow_adapter.USER_SCOPED_WRITES <= mlflow_adapter.AUTH_STORE_WRITES
+    for name in mlflow_adapter.USER_SCOPED_WRITES:
+        assert "username" in inspect.signature(getattr(SqlAlchemyStore, name)).parameters, name
+        assert mlflow_adapter.affected_user(name, (), arguments(name)) == "alice"
+    assert (
+        mlflow_adapter.affected_user(
+            "delete_grants_for_resource", (), arguments("delete_grants_for_resource")
+        )
+        is None
+    )
+    assert mlflow_adapter.affected_user("delete_user", ("alice",), {}) is None  # its id may be reused
 
 
 def test_a_method_mlflow_adds_later_counts_as_a_write() -> None:
@@ -103,8 +130,10 @@ def test_a_real_write_through_the_cache_moves_the_epoch(tmp_path: Path) -> None:
     create_tables(real.engine)
     store = CachedAuthStore(real, ttl=60, on_user_deleted=lambda _: None)
     store.create_user("alice", "a-long-enough-password-1A!")
-    assert read_epoch(real.engine) == 1
-    assert store.has_user("alice") and read_epoch(real.engine) == 1
+    assert read_epochs(real.engine, "alice") == (0, 1)
+    store.create_role("reviewers", "default", "")
+    assert read_epochs(real.engine, "alice") == (1, 1)
+    assert store.has_user("alice") and read_epochs(real.engine, "alice") == (1, 1)
 
 
 # --- 2, 3. the globals we replace --------------------------------------------------------------------------
@@ -292,3 +321,88 @@ def test_the_check_sees_private_names() -> None:
     assert "from mlflow.server.auth import _find_fastapi_validator" in uses
     assert "handlers._model_registry_store" in uses
     assert "'_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED'" in uses
+
+
+# --- 6, 7. how MLflow's search filters decide a row ---------------------------------------------------------
+
+GRANT_TYPES = ("registered_model", "prompt", "experiment", "workspace", "registered_model_version")
+IDS = ("a", "b", "c", "*")
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A row as ``store.list_grants`` returns it (the fold reads these three fields)."""
+
+    resource_type: str
+    resource_pattern: str
+    permission: str
+
+
+GRANTS = st.lists(
+    st.builds(
+        Grant,
+        st.sampled_from(GRANT_TYPES),
+        st.sampled_from(IDS),
+        st.sampled_from(["READ", "USE", "EDIT", "MANAGE", "DENY", "NO_PERMISSIONS"]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(grants=GRANTS, resource_type=st.sampled_from(GRANT_TYPES), resource_id=st.sampled_from(IDS))
+def test_the_indexed_fold_is_mlflows_fold(grants: list[Grant], resource_type: str, resource_id: str) -> None:
+    """Differential: for any grants and key, the indexed gate folds to what MLflow's own gate folds to."""
+    from mlflow.server.auth import RetentionGate
+    from mlflow.server.auth.permissions import GrantLoadKey
+
+    key = GrantLoadKey(resource_type, resource_id)
+    args: tuple[Any, ...] = ({}, grants, "NO_PERMISSIONS", auth.NO_PERMISSIONS)
+    assert mlflow_adapter.indexed_retention_gate()(*args)._fold(key) == RetentionGate(*args)._fold(key)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    grants=GRANTS,
+    default=st.sampled_from(["NO_PERMISSIONS", "READ", "EDIT"]),
+    resource_type=st.sampled_from(("registered_model", "prompt", "experiment")),
+    resource_id=st.sampled_from(IDS[:-1]),
+)
+def test_the_indexed_gate_retains_what_mlflows_retains(
+    grants: list[Grant], default: str, resource_type: str, resource_id: str
+) -> None:
+    """The whole decision a search filter makes per row (template, workspace fallback, default)."""
+    from mlflow.server.auth import RetentionGate
+    from mlflow.server.auth.permissions import get_permission
+    from mlflow.server.auth.requirements import Requirement
+
+    template = Requirement(resource_type, "*", "read", fallback_if_no_grant=(("workspace", "*"),))
+    args: tuple[Any, ...] = ({resource_type: template}, grants, default, get_permission(default))
+    ours = mlflow_adapter.indexed_retention_gate()(*args)
+    assert ours.retains(resource_type, resource_id) == RetentionGate(*args).retains(
+        resource_type, resource_id
+    )
+
+
+def test_the_gate_is_built_from_the_module_global_and_folds_with_matches() -> None:
+    """retention_gate must look RetentionGate up at call time, and a grant match only its type with
+    its own id or *: the two facts the indexed fold stands on."""
+    from mlflow.server.auth.permissions import matches
+
+    assert "RetentionGate(" in inspect.getsource(auth.retention_gate)
+    assert "fold_grants_for_key(self._grants, key)" in inspect.getsource(auth.RetentionGate._fold)
+    assert matches("*", "registered_model", "m") and matches("m", "registered_model", "m")
+    assert not matches("m", "registered_model", "n") and not matches("m*", "registered_model", "mm")
+
+
+def test_search_methods_take_the_keywords_the_scoping_passes() -> None:
+    """MLflow's handlers and filters call these with keywords; scoping rewrites two of them."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+
+    for method in (
+        RegistryStore.search_registered_models,
+        RegistryStore.search_model_versions,
+        TrackingStore.search_experiments,
+    ):
+        assert {"filter_string", "page_token", "max_results"} <= set(inspect.signature(method).parameters)

@@ -1,12 +1,13 @@
 """``create_app``: the ``mlflow.app`` entry point ``hokusai`` (``mlflow server --app-name hokusai``).
 
 It builds MLflow's own basic-auth app, so MLflow's per-resource permissions guard every route,
-and puts four things of ours around it: the API-key ASGI layer (middleware.py), a short cache in
+and puts five things of ours around it: the API-key ASGI layer (middleware.py), a short cache in
 front of MLflow's auth store (auth_store.py), a request-scoped memo in front of the registry store
-(registry_store.py), and a cheaper seat for MLflow's FastAPI permission middleware
-(permission_gate.py). MLflow's Basic password check is replaced by our ``authorization_function``
-(flask_hook.py), whatever the auth config file says. Every MLflow internal this needs is reached
-through mlflow_adapter.py. Building the app twice in one process wraps nothing twice.
+(registry_store.py), searches scoped in the store query (scoped_search.py), and a cheaper seat for
+MLflow's FastAPI permission middleware (permission_gate.py). MLflow's Basic password check is
+replaced by our ``authorization_function`` (flask_hook.py), whatever the auth config file says.
+Every MLflow internal this needs is reached through mlflow_adapter.py, which also indexes MLflow's
+grant folds. Building the app twice in one process wraps nothing twice.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from hokusai_registry.server import flask_hook, mlflow_adapter, permission_gate, registry_store
+from hokusai_registry.server import flask_hook, mlflow_adapter, permission_gate, registry_store, scoped_search
 from hokusai_registry.server.auth_store import CachedAuthStore
 from hokusai_registry.server.authenticator import Authenticator
 from hokusai_registry.server.external import ExternalKeyService
@@ -48,6 +49,8 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
 
     asgi_app = mlflow_auth.create_app(app or mlflow_flask_app)
     registry_store.install()
+    scoped_search.install()
+    mlflow_adapter.index_grant_folds()
     if not isinstance(asgi_app, FastAPI):
         raise ConfigError(
             "hokusai-registry runs under uvicorn, mlflow server's default; drop --gunicorn-opts"

@@ -2,10 +2,13 @@
 
 MLflow's auth app reads the user and the user's grants (``get_user``, ``list_grants``) several
 times per request, each an SQL round trip, and they change rarely. We cache both. Correctness
-across workers comes from the auth epoch (schema.py): every write through this store bumps it
-(``mlflow_adapter.AUTH_STORE_WRITES`` lists MLflow's writes), and each request reads it once before
-using the cache, so a grant created on one worker is seen by the next request anywhere. The TTL
-bounds staleness for writes that bypass this store.
+across workers comes from the auth epochs (schema.py): every write through this store bumps one
+(``mlflow_adapter.AUTH_STORE_WRITES`` lists MLflow's writes), and each request reads the global
+epoch and its caller's before using the cache. A write that changes one user's access (the MANAGE
+grant on a model they just created) moves only that user's epoch, so other users' cached data
+stays; any other write moves the global one, which empties the whole cache. So a grant created on
+one worker is seen by its user's next request anywhere. The TTL bounds staleness for writes that
+bypass this store, and for another user's data read in a request (an admin reading a user).
 
 "An admin key acts as an MLflow admin": MLflow decides admin rights from ``get_user(name).is_admin``
 in both its Flask and its FastAPI paths, so the user returned for the requesting principal carries
@@ -22,11 +25,12 @@ from typing import Any
 from mlflow.server.auth.entities import User
 
 from hokusai_registry.server.context import current_principal, current_request
-from hokusai_registry.server.mlflow_adapter import Delegating, is_auth_store_write
-from hokusai_registry.server.schema import bump_epoch, read_epoch
+from hokusai_registry.server.mlflow_adapter import Delegating, affected_user, is_auth_store_write
+from hokusai_registry.server.schema import bump_epoch, bump_user_epoch, read_epochs
 
 _MISSING = object()
 MAX_ENTRIES = 50_000
+Key = tuple[Any, ...]
 
 
 class CachedAuthStore(Delegating):
@@ -41,12 +45,16 @@ class CachedAuthStore(Delegating):
         self._on_user_deleted = on_user_deleted
         self._ttl = ttl
         self._clock = clock
-        # A plain dict, emptied as a whole when the epoch moves or the TTL has passed since it was
-        # last emptied: a hit is one dict read (MLflow asks about eight times per request), and no
-        # entry is older than the TTL. The generation guards against a load that began before an
-        # emptying writing its older answer into the new cache.
-        self._entries: dict[tuple[Any, ...], Any] = {}
+        # A plain dict, emptied as a whole when the global epoch moves or the TTL has passed since it
+        # was last emptied, and per user when that user's epoch moves: a hit is one dict read (MLflow
+        # asks about eight times per request), and no entry is older than the TTL. The generations
+        # guard against a load that began before an emptying writing its older answer back.
+        self._entries: dict[Key, Any] = {}
+        self._keys_of: dict[str, set[Key]] = {}  # username -> its entries
+        self._name_of: dict[int, str] = {}  # user id -> username, learnt from get_user
+        self._user_epochs: dict[str, int] = {}  # the epoch each user's entries were loaded under
         self._generation = 0
+        self._user_generations: dict[str, int] = {}
         self._fresh_until = float("-inf")
         self._epoch: int | None = None
         self._lock = threading.Lock()
@@ -55,16 +63,17 @@ class CachedAuthStore(Delegating):
     def __getattr__(self, name: str) -> Any:
         attribute = super().__getattr__(name)
         if is_auth_store_write(name) and callable(getattr(type(self.wrapped), name, None)):
-            return self._bumping(attribute)
+            return self._bumping(name, attribute)
         return attribute
 
     def delete_user(self, username: str) -> None:
         """Delete the user and revoke its keys: a user created later under the name gets none of them."""
-        self._bumping(self.wrapped.delete_user)(username)
+        self._bumping("delete_user", self.wrapped.delete_user)(username)
         self._on_user_deleted(username)
 
     def get_user(self, username: str) -> User:
-        user: User = self._cached(("user", username), lambda: self.wrapped.get_user(username))
+        user: User = self._cached(("user", username), username, lambda: self.wrapped.get_user(username))
+        self._name_of[user.id] = username
         principal = current_principal()
         if principal is not None and principal.username == username and user.is_admin != principal.is_admin:
             return User(user.id, user.username, user.password_hash, principal.is_admin)
@@ -72,10 +81,13 @@ class CachedAuthStore(Delegating):
 
     def list_grants(self, user_id: int, workspace: str, resource_types: Collection[str]) -> list[Any]:
         key = ("grants", user_id, workspace, frozenset(resource_types))
-        return list(self._cached(key, lambda: self.wrapped.list_grants(user_id, workspace, resource_types)))
+        owner = self._name_of.get(user_id)
+        return list(
+            self._cached(key, owner, lambda: self.wrapped.list_grants(user_id, workspace, resource_types))
+        )
 
-    def _cached(self, key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
-        self._sync_epoch()
+    def _cached(self, key: Key, username: str | None, load: Callable[[], Any]) -> Any:
+        self._sync_epochs()
         value = self._entries.get(key, _MISSING)
         if value is not _MISSING:
             return value
@@ -84,38 +96,59 @@ class CachedAuthStore(Delegating):
         with self._load_lock:
             value = self._entries.get(key, _MISSING)
             if value is _MISSING:
-                generation = self._generation
+                generations = self._generation, self._user_generations.get(username or "", 0)
                 value = load()  # a missing user raises and is not cached
                 with self._lock:
-                    if generation == self._generation and len(self._entries) < MAX_ENTRIES:
+                    unchanged = generations == (
+                        self._generation,
+                        self._user_generations.get(username or "", 0),
+                    )
+                    if unchanged and username is not None and len(self._entries) < MAX_ENTRIES:
                         self._entries[key] = value
+                        self._keys_of.setdefault(username, set()).add(key)
         return value
 
-    def _sync_epoch(self) -> None:
-        """Once per request: empty the cache if another writer moved the epoch or the TTL ran out."""
+    def _sync_epochs(self) -> None:
+        """Once per request: empty the cache if the global epoch moved or the TTL ran out, and drop
+        the caller's entries if their own epoch moved."""
         state = current_request.get()
         if state is not None and state.auth_epoch is not None:
             return
-        epoch = read_epoch(self.wrapped.engine)
+        username = state.principal.username if state is not None else None
+        epoch, user_epoch = read_epochs(self.wrapped.engine, username)
         now = self._clock()
-        if epoch != self._epoch or now >= self._fresh_until:
-            with self._lock:
+        with self._lock:
+            if epoch != self._epoch or now >= self._fresh_until:
                 self._empty()
                 self._epoch = epoch
                 self._fresh_until = now + self._ttl
+            if username is not None and self._user_epochs.get(username, user_epoch) != user_epoch:
+                self._forget(username)
+            if username is not None:
+                self._user_epochs[username] = user_epoch
         if state is not None:
             state.auth_epoch = epoch
 
     def _empty(self) -> None:
-        self._entries = {}
+        self._entries, self._keys_of, self._user_epochs = {}, {}, {}
         self._generation += 1
 
-    def _bumping(self, write: Callable[..., Any]) -> Callable[..., Any]:
+    def _forget(self, username: str) -> None:
+        for key in self._keys_of.pop(username, ()):
+            self._entries.pop(key, None)
+        self._user_epochs.pop(username, None)
+        self._user_generations[username] = self._user_generations.get(username, 0) + 1
+
+    def _bumping(self, name: str, write: Callable[..., Any]) -> Callable[..., Any]:
         def write_then_bump(*args: Any, **kwargs: Any) -> Any:
             result = write(*args, **kwargs)
-            bump_epoch(self.wrapped.engine)
+            username = affected_user(name, args, kwargs)
+            if username is None:
+                bump_epoch(self.wrapped.engine)
+            else:
+                bump_user_epoch(self.wrapped.engine, username)
             with self._lock:
-                self._empty()
+                self._empty() if username is None else self._forget(username)
             return result
 
         return write_then_bump

@@ -30,8 +30,10 @@ class Principal:
 class RequestState:
     principal: Principal
     read_only: bool
+    scoped_search: bool = False  # a search the store query is scoped for (scoped_search.py)
     auth_epoch: int | None = None  # read by the cached auth store at most once per request
     registered_models: dict[str, Any] = field(default_factory=dict)  # see registry_store.py
+    readable: dict[Any, frozenset[str] | None] = field(default_factory=dict)  # see scoped_search.py
 
 
 current_request: ContextVar[RequestState | None] = ContextVar("hokusai_request", default=None)

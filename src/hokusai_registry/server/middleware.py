@@ -49,7 +49,8 @@ class ApiKeyMiddleware:
                 status = refusal.status
                 await _refuse(scope, send, refusal)
                 return
-            token = current_request.set(RequestState(principal, read_only=not writes))
+            state = RequestState(principal, read_only=not writes, scoped_search=policy.is_scoped_search(path))
+            token = current_request.set(state)
             try:
                 await self.app(scope, receive, send_and_note_status)
             finally:

@@ -45,6 +45,16 @@ def is_public(path: str) -> bool:
 GRAPHQL_PATH = "/graphql"
 
 
+# The searches MLflow post-filters row by row, which scoped_search.py scopes in the query instead.
+_SCOPED_SEARCH = re.compile(
+    r"/(?:ajax-)?api/2\.0/mlflow/(?:registered-models|model-versions|experiments)/search|" + GRAPHQL_PATH
+)
+
+
+def is_scoped_search(path: str) -> bool:
+    return bool(_SCOPED_SEARCH.fullmatch(path))
+
+
 def is_write(method: str, path: str) -> bool:
     if method in READ_METHODS:
         return False

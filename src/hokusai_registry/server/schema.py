@@ -1,9 +1,12 @@
-"""Our tables in the auth database: API keys, and the auth epoch.
+"""Our tables in the auth database: API keys, and the auth epochs.
 
-The epoch is one counter bumped by every write through MLflow's auth store (users, permissions).
-Each worker reads it once per request and drops its auth caches when it moved, so a grant created
-on one worker is seen by the next request on any other (the stock client creates a model and at
-once adds a version, often on another worker), while unchanged data is served from memory.
+The epochs are counters bumped by writes through MLflow's auth store (users, permissions): one
+per user for a write that changes only that user's access (the MANAGE grant on a model they just
+created), and one global counter for any other write (roles, a resource's grants renamed or
+deleted). Each worker reads the global epoch and the caller's own once per request and drops what
+it cached for that user (or everything) when one moved, so a grant created on one worker is seen
+by the next request on any other (the stock client creates a model and at once adds a version,
+often on another worker), while other users' cached data stays.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ auth_epoch = sa.Table(
 )
 
 
+user_epochs = sa.Table(
+    "hokusai_auth_user_epoch",
+    metadata,
+    sa.Column("username", sa.String(255), primary_key=True),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+)
+
+
 def create_tables(engine: sa.Engine) -> None:
     metadata.create_all(engine)
     with engine.begin() as conn:
@@ -44,19 +55,51 @@ def create_tables(engine: sa.Engine) -> None:
                 pass  # another process inserted it first
 
 
+READ_EPOCHS_QMARK = (  # SQLite's placeholder
+    "SELECT (SELECT epoch FROM hokusai_auth_epoch WHERE id = 1), "
+    "(SELECT epoch FROM hokusai_auth_user_epoch WHERE username = ?)"
+)
+READ_EPOCHS_FORMAT = READ_EPOCHS_QMARK.replace("?", "%s")  # psycopg's
+
+
 def read_epoch(engine: sa.Engine) -> int:
-    """Runs on every request, so it skips SQLAlchemy's statement layer: 20 µs instead of 270 µs."""
+    return read_epochs(engine, None)[0]
+
+
+def read_epochs(engine: sa.Engine, username: str | None) -> tuple[int, int]:
+    """(global epoch, ``username``'s epoch), in one query. Runs on every request, so it skips
+    SQLAlchemy's statement layer: 20 µs instead of 270 µs."""
+    query = READ_EPOCHS_QMARK if engine.dialect.paramstyle == "qmark" else READ_EPOCHS_FORMAT
     conn = engine.raw_connection()
     try:
         cursor = conn.cursor()
-        cursor.execute("SELECT epoch FROM hokusai_auth_epoch WHERE id = 1")
+        cursor.execute(query, (username or "",))
         row = cursor.fetchone()
         cursor.close()
     finally:
         conn.close()  # back to the pool
-    return int(row[0]) if row else 0
+    return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
 
 
 def bump_epoch(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         conn.execute(auth_epoch.update().where(auth_epoch.c.id == 1).values(epoch=auth_epoch.c.epoch + 1))
+
+
+def bump_user_epoch(engine: sa.Engine, username: str) -> None:
+    """Move one user's epoch: every worker drops what it cached for that user at their next request."""
+    for _ in range(2):  # another writer may insert the row between our update and our insert
+        with engine.begin() as conn:
+            changed = conn.execute(
+                user_epochs.update()
+                .where(user_epochs.c.username == username)
+                .values(epoch=user_epochs.c.epoch + 1)
+            ).rowcount
+            if changed:
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(user_epochs.insert().values(username=username, epoch=1))
+                return
+            except sa.exc.IntegrityError:
+                pass

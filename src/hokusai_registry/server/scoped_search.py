@@ -1,0 +1,145 @@
+"""Searches scoped in the store query, so a tenant's cost does not grow with other tenants' rows.
+
+MLflow's auth app runs every search unscoped, then drops the rows the caller may not read and queries
+again, page after page, until it has ``max_results`` rows (``filter_search_*`` in ``mlflow.server.auth``):
+a tenant who can read 10 of 100,000 models pays for all of them. Here, when the rows a non-admin caller
+may read are the resources named in their own grants, the store query gets ``name IN (...)``
+(experiments: ``experiment_id IN (...)``), so the database returns those rows only. MLflow's filter still
+runs on what comes back and decides every row, and redacts, as before: scoping only removes rows it
+would have dropped, so the pages hold the same rows in the same order.
+
+Which names: a row is decided by MLflow's predicate over the caller's grants (mlflow_adapter.py). A
+grant names one resource or ``*``, so every row with no grant of its own is decided exactly like a name
+nobody holds a grant on (the sentinel). If the sentinel is readable (the default permission, a
+workspace grant or a ``*`` grant lets the caller read rows it holds no grant on), or the names are more
+than ``MAX_NAMES``, the search runs unscoped and MLflow's own filter does the work: most rows pass it
+then, so it is cheap.
+
+Page tokens: both ways use MLflow's offset tokens, but their offsets count different rows. A scoped
+search adds ``SCOPED_OFFSET`` to every offset it hands out (MLflow's filter only adds to an offset it
+was given, so the mark survives its re-queries), and a token is only ever read by the way that wrote
+it: an unscoped token continues unscoped; a scoped token whose caller can no longer be scoped is
+refused with 400 INVALID_PARAMETER_VALUE, never read as the other kind.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hokusai_registry.server import mlflow_adapter
+from hokusai_registry.server.context import current_request
+
+MAX_NAMES = 1000
+SCOPED_OFFSET = 1 << 50  # far above any real offset, and exact in a JSON number
+# A resource id no grant names: every row without a grant of its own is decided like this one.
+SENTINEL = "\x00hokusai-no-grant-" + secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What decides a row of one search: the filter attribute holding its id, and per grant type that
+    can decide it (a prompt and a registered model share the registry's rows) the sub-tier MLflow's
+    filter also requires not to be denied."""
+
+    attribute: str
+    tiers: tuple[tuple[str, str | None], ...]
+
+
+REGISTERED_MODELS = Kind("name", (("registered_model", None), ("prompt", None)))
+MODEL_VERSIONS = Kind(
+    "name", (("registered_model", "registered_model_version"), ("prompt", "prompt_version"))
+)
+EXPERIMENTS = Kind("experiment_id", (("experiment", None),))
+
+
+def readable_ids(username: str, kind: Kind) -> frozenset[str] | None:
+    """The ids of every row ``username`` may read, or None when that is not a short list of ids."""
+    patterns = mlflow_adapter.grant_patterns(username, frozenset(t for t, _ in kind.tiers))
+    readable: set[str] = set()
+    for resource_type, also in kind.tiers:
+        can_read = mlflow_adapter.read_predicate(username, resource_type, also)
+        if can_read(SENTINEL):
+            return None
+        named = {pattern for type_, pattern in patterns if type_ == resource_type and pattern != "*"}
+        if len(readable) + len(named) > MAX_NAMES:
+            return None  # MLflow's predicate folds every grant per row: not for thousands of names
+        readable |= {pattern for pattern in named if can_read(pattern)}
+    if any("'" in name or "\\" in name for name in readable):
+        return None  # not expressible in MLflow's filter grammar: let MLflow's filter decide
+    return frozenset(readable)
+
+
+def scope_for(kind: Kind) -> frozenset[str] | None:
+    """The readable ids when this request's search is to be scoped, else None."""
+    state = current_request.get()
+    if state is None or not state.scoped_search or state.principal.is_admin:
+        return None
+    if kind not in state.readable:
+        state.readable[kind] = readable_ids(state.principal.username, kind)
+    found: frozenset[str] | None = state.readable[kind]
+    return found
+
+
+def restricted(filter_string: str | None, attribute: str, ids: frozenset[str]) -> str:
+    """``filter_string AND attribute IN ('a', 'b')`` in MLflow's filter grammar."""
+    clause = f"{attribute} IN ({', '.join(repr(str(i)) for i in sorted(ids))})"
+    return f"{filter_string} AND {clause}" if filter_string and filter_string.strip() else clause
+
+
+def read_offset(token: Any) -> int:
+    """The offset in one of MLflow's page tokens (base64 of ``{"offset": n}``)."""
+    try:
+        return int(json.loads(base64.b64decode(token))["offset"])
+    except (ValueError, TypeError, KeyError):
+        return -1  # not a token we can read: MLflow's own code will refuse it
+
+
+def offset_token(offset: int, like: Any) -> Any:
+    """MLflow's page token for ``offset``, as bytes or text like the token it replaces."""
+    token = base64.b64encode(json.dumps({"offset": offset}).encode())
+    return token.decode() if isinstance(like, str) else token
+
+
+def scoped(kind: Kind, search: Callable[..., Any]) -> Callable[..., Any]:
+    """``search`` (a store's ``search_*``) with the request's readable ids applied in its query."""
+
+    def scoped_search(store: Any, *args: Any, **kwargs: Any) -> Any:
+        from mlflow.exceptions import MlflowException
+        from mlflow.store.entities.paged_list import PagedList
+
+        if args:  # the handlers and MLflow's filters pass keywords; anything else is left alone
+            return search(store, *args, **kwargs)
+        token = kwargs.get("page_token")
+        offset = read_offset(token) if token else 0
+        ids = scope_for(kind)
+        if offset < SCOPED_OFFSET and (token or ids is None):
+            return search(store, **kwargs)  # an unscoped token continues unscoped
+        if ids is None:
+            raise MlflowException.invalid_parameter_value(
+                "this page token belongs to a search scoped to the resources you could read, and your "
+                "access has changed since; start the search again without a page token"
+            )
+        if not ids:
+            return PagedList([], None)
+        inner = offset - SCOPED_OFFSET if token else 0
+        kwargs["page_token"] = offset_token(inner, token) if inner > 0 else None
+        kwargs["filter_string"] = restricted(kwargs.get("filter_string"), kind.attribute, ids)
+        page = search(store, **kwargs)
+        next_token = page.token and offset_token(read_offset(page.token) + SCOPED_OFFSET, page.token)
+        return PagedList(list(page), next_token)
+
+    return scoped_search
+
+
+def install() -> None:
+    """Scope the SQL stores' searches (MLflow's handlers and its filters' re-queries call them)."""
+    mlflow_adapter.intercept_search(
+        "registry", "search_registered_models", lambda s: scoped(REGISTERED_MODELS, s)
+    )
+    mlflow_adapter.intercept_search("registry", "search_model_versions", lambda s: scoped(MODEL_VERSIONS, s))
+    mlflow_adapter.intercept_search("tracking", "search_experiments", lambda s: scoped(EXPERIMENTS, s))
