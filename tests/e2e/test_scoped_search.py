@@ -49,6 +49,7 @@ class Pair:
     keys: dict[str, str] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
+    experiments: list[str] = field(default_factory=list)
 
     def headers(self, server: str, tenant: str) -> dict[str, str]:
         if server == "ours":
@@ -114,13 +115,17 @@ def seed(pair: Pair, auth_db: str, rng: random.Random) -> None:
         store.create_user(tenant, PASSWORD)
         pair.keys[tenant] = pair.ours.create_key(tenant)
     api = "/api/2.0/mlflow"
-    experiments: list[str] = []
+    experiments = pair.experiments
     for tenant in TENANTS:
         with pair.ours.client(pair.keys[tenant]) as http:
             for i in range(rng.randint(1, 4)):
                 made = http.post(f"{api}/experiments/create", json={"name": f"e-{tenant}-{i}"})
                 assert made.status_code == 200, made.text
                 experiments.append(made.json()["experiment_id"])
+                for j in range(2 if i == 0 else rng.randint(0, 3)):
+                    body = {"experiment_id": experiments[-1], "name": f"lm-{tenant}-{i}-{j}"}
+                    logged = http.post(f"{api}/logged-models", json=body)
+                    assert logged.status_code == 200, logged.text
             run = http.post(f"{api}/runs/create", json={"experiment_id": experiments[-1]}).json()["run"]
             source = run["info"]["artifact_uri"] + "/model"
             for i in range(rng.randint(2, 7)):
@@ -236,6 +241,20 @@ def test_experiment_pages_match_mlflows_post_filter(
 
 
 @DIFFERENTIAL
+@given(tenant=st.sampled_from(TENANTS), size=SIZES, order=st.sampled_from([[], [{"field_name": "name"}]]))
+def test_logged_model_pages_match_mlflows_post_filter(
+    pair: Pair, tenant: str, size: int, order: list[Any]
+) -> None:
+    """Asked for every experiment on the server, a tenant's pages hold the logged models it may read."""
+    body: dict[str, Any] = {"experiment_ids": pair.experiments, "max_results": size}
+    body |= {"order_by": order} if order else {}
+    ours, oracle = both(pair, tenant, "POST", "/api/2.0/mlflow/logged-models/search", body, "models")
+    assert ours == oracle
+    ids = [model["info"]["model_id"] for page in ours for model in page]
+    assert len(ids) == len(set(ids))
+
+
+@DIFFERENTIAL
 @given(tenant=st.sampled_from(TENANTS), size=SIZES)
 def test_model_versions_are_every_readable_version_once(pair: Pair, tenant: str, size: int) -> None:
     """MLflow's version filter drops rows without filling the page again, so its pages may be short
@@ -290,6 +309,18 @@ def test_the_strategy_is_chosen_per_caller(pair: Pair) -> None:
         assert token, f"{tenant} should see more than one model"
         expected = "post-filter" if tenant in ("t3", "t4") or default == "READ" else "scoped"
         assert strategy(token) == expected, tenant
+
+
+def test_logged_model_searches_are_scoped_too(pair: Pair) -> None:
+    from mlflow.utils.search_utils import SearchLoggedModelsPaginationToken as Token
+
+    body = {"experiment_ids": pair.experiments, "max_results": 1}
+    token = pair.ask("ours", "t0", "POST", "/api/2.0/mlflow/logged-models/search", body).json()[
+        "next_page_token"
+    ]
+    scoped = pair.ours.env["HOKUSAI_REGISTRY_DEFAULT_PERMISSION"] != "READ"
+    assert (Token.decode(token).offset >= SCOPED_OFFSET) == scoped
+    assert Token.decode(token).experiment_ids == pair.experiments  # the caller's own request, for the filter
 
 
 def test_a_token_is_read_only_by_the_strategy_that_wrote_it(pair: Pair) -> None:

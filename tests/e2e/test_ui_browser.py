@@ -38,7 +38,9 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry
         ):
             with registry.client(keys[tenant]) as http:
                 for name in models:
-                    assert http.post("/api/2.0/mlflow/registered-models/create", json={"name": name}).is_success
+                    assert http.post(
+                        "/api/2.0/mlflow/registered-models/create", json={"name": name}
+                    ).is_success
                 for name in experiments:
                     assert http.post("/api/2.0/mlflow/experiments/create", json={"name": name}).is_success
         yield registry, keys

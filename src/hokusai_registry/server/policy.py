@@ -47,7 +47,8 @@ GRAPHQL_PATH = "/graphql"
 
 # The searches MLflow post-filters row by row, which scoped_search.py scopes in the query instead.
 _SCOPED_SEARCH = re.compile(
-    r"/(?:ajax-)?api/2\.0/mlflow/(?:registered-models|model-versions|experiments)/search|" + GRAPHQL_PATH
+    r"/(?:ajax-)?api/2\.0/mlflow/(?:registered-models|model-versions|experiments|logged-models)/search|"
+    + GRAPHQL_PATH
 )
 
 

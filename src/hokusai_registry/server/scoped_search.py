@@ -4,7 +4,8 @@ MLflow's auth app runs every search unscoped, then drops the rows the caller may
 again, page after page, until it has ``max_results`` rows (``filter_search_*`` in ``mlflow.server.auth``):
 a tenant who can read 10 of 100,000 models pays for all of them. Here, when the rows a non-admin caller
 may read are the resources named in their own grants, the store query gets ``name IN (...)``
-(experiments: ``experiment_id IN (...)``), so the database returns those rows only. MLflow's filter still
+(experiments: ``experiment_id IN (...)``; logged models: only the readable ones of the requested
+experiments), so the database returns those rows only. MLflow's filter still
 runs on what comes back and decides every row, and redacts, as before: scoping only removes rows it
 would have dropped, so the pages hold the same rows in the same order.
 
@@ -55,6 +56,7 @@ MODEL_VERSIONS = Kind(
     "name", (("registered_model", "registered_model_version"), ("prompt", "prompt_version"))
 )
 EXPERIMENTS = Kind("experiment_id", (("experiment", None),))
+LOGGED_MODELS = Kind("experiment_id", (("experiment", "logged_model"),))
 
 
 def readable_ids(username: str, kind: Kind) -> frozenset[str] | None:
@@ -136,6 +138,47 @@ def scoped(kind: Kind, search: Callable[..., Any]) -> Callable[..., Any]:
     return scoped_search
 
 
+def scoped_logged_models(search: Callable[..., Any]) -> Callable[..., Any]:
+    """``search_logged_models`` over the readable ones of the requested experiments only.
+
+    Its page token names the experiments, filter and order it was made for, and the store checks
+    them against the request: the store sees a token for the readable experiments, the caller one
+    for the experiments it asked for, with the offset shifted like every scoped token.
+    """
+
+    def scoped_search(store: Any, *args: Any, **kwargs: Any) -> Any:
+        from mlflow.exceptions import MlflowException
+        from mlflow.store.entities.paged_list import PagedList
+        from mlflow.utils.search_utils import SearchLoggedModelsPaginationToken as Token
+
+        token = kwargs.get("page_token")
+        offset = Token.decode(token).offset if token else 0
+        ids = scope_for(LOGGED_MODELS)
+        if args or (offset < SCOPED_OFFSET and (token or ids is None)):
+            return search(store, *args, **kwargs)
+        if ids is None:
+            raise MlflowException.invalid_parameter_value(
+                "this page token belongs to a search scoped to the resources you could read, and your "
+                "access has changed since; start the search again without a page token"
+            )
+        asked = list(kwargs.get("experiment_ids") or [])
+        readable = [experiment_id for experiment_id in asked if str(experiment_id) in ids]
+        if not readable:
+            return PagedList([], None)
+        params = {"filter_string": kwargs.get("filter_string"), "order_by": kwargs.get("order_by")}
+        inner = offset - SCOPED_OFFSET if token else 0
+        kwargs["page_token"] = Token(readable, offset=inner, **params).encode() if inner > 0 else None
+        page = search(store, **(kwargs | {"experiment_ids": readable}))
+        next_token = None
+        if page.token:
+            next_token = Token(
+                asked, offset=Token.decode(page.token).offset + SCOPED_OFFSET, **params
+            ).encode()
+        return PagedList(list(page), next_token)
+
+    return scoped_search
+
+
 def install() -> None:
     """Scope the SQL stores' searches (MLflow's handlers and its filters' re-queries call them)."""
     mlflow_adapter.intercept_search(
@@ -143,3 +186,4 @@ def install() -> None:
     )
     mlflow_adapter.intercept_search("registry", "search_model_versions", lambda s: scoped(MODEL_VERSIONS, s))
     mlflow_adapter.intercept_search("tracking", "search_experiments", lambda s: scoped(EXPERIMENTS, s))
+    mlflow_adapter.intercept_search("tracking", "search_logged_models", scoped_logged_models)
