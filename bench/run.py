@@ -7,10 +7,12 @@ Run by hand from the repository root; each command starts the servers and prints
     .venv/bin/python bench/run.py cpu [--rounds 3] [--seconds 8]            # worker CPU ms per request
     .venv/bin/python bench/run.py artifacts [--artifact-rounds 2] [--mib 256]  # PUT/GET via the server
     .venv/bin/python bench/run.py registration [--runs 20]                  # client log + register
+    .venv/bin/python bench/run.py mixed [--rate 5] [--rounds 3] [--seconds 8]  # reads while others register
     .venv/bin/python bench/run.py profile [--profile-seconds 10]            # py-spy on our worker
     .venv/bin/python bench/run.py all                                       # all of them, one server set
     .venv/bin/python bench/run.py scale [--sizes 1000,10000,100000] [--scale-kind models|experiments]
                                         [--scale-requests 40] [--postgres]  # cost vs other tenants' rows
+    .venv/bin/python bench/run.py keys [--requests 2000]                    # auth with 100,000 keys
 
 `--kinds stock,ours` skips MLflow's basic-auth server (slow to measure: scrypt per request).
 
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from servers import BIN, MODEL, Server, all_running, rss_kib
+from servers import BIN, MODEL, Server, all_running, bearer, rss_kib
 
 READ_PATH = f"/api/2.0/mlflow/registered-models/get?name={MODEL}"
 Target = tuple[str, Server, dict[str, str]]  # label, server, request headers
@@ -382,6 +384,74 @@ def bench_registration(servers: list[Server], runs: int, warmup: int = 2) -> str
     return table(["server", "p50 ms", "max ms", "p50 vs stock (ms)", "p50 ratio"], rows)
 
 
+# --- mixed: reads while other tenants register -------------------------------------------------
+
+
+class Writers(threading.Thread):
+    """Other tenants creating registered models at ``rate`` a second, each new model's creator getting
+    MANAGE (on ours: the grant that used to empty every worker's auth cache)."""
+
+    def __init__(self, server: Server, keys: list[str], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.server, self.rate, self.done = server, rate, 0
+        self.clients = [httpx.Client(base_url=server.url, headers=bearer(key), timeout=60) for key in keys]
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        next_at = time.monotonic()
+        while not self.stopping.is_set():
+            client = self.clients[self.done % len(self.clients)]
+            name = f"mixed-{os.getpid()}-{threading.get_ident()}-{self.done}-{time.monotonic_ns()}"
+            client.post("/api/2.0/mlflow/registered-models/create", json={"name": name}).raise_for_status()
+            self.done += 1
+            next_at += 1 / self.rate
+            self.stopping.wait(max(0.0, next_at - time.monotonic()))
+
+    def stop(self) -> float:
+        """Stop; the registrations a second it achieved."""
+        self.stopping.set()
+        self.join()
+        for client in self.clients:
+            client.close()
+        return float(self.done)
+
+
+def bench_mixed(servers: list[Server], rounds: int, seconds: int, rate: float) -> str:
+    """wrk's 16 connections read while writers register models; stock (no auth) and ours (write key)."""
+    from scale import key
+
+    writer_keys = {
+        s.kind: [key(s, f"writer-{i}") for i in range(4)] if s.kind == "ours" else [""] for s in servers
+    }
+    found = [t for t in targets(servers) if t[0] in ("stock", "ours (write key)")]
+    for _label, server, headers in found:
+        warm_up(server.url + READ_PATH, headers)
+    results: dict[str, list[WrkResult]] = {}
+    achieved: dict[str, list[float]] = {}
+    for round_ in range(rounds):
+        for label, server, headers in found if round_ % 2 == 0 else found[::-1]:
+            wait_idle(servers)
+            writers = Writers(server, writer_keys[server.kind], rate)
+            started = time.monotonic()
+            writers.start()
+            results.setdefault(label, []).append(wrk(server.url + READ_PATH, headers, 16, seconds))
+            achieved.setdefault(label, []).append(writers.stop() / (time.monotonic() - started))
+    stock = median([r.p50_ms for r in results["stock"]])
+    rows = [
+        [
+            label,
+            f"{median([r.rps for r in runs]):.0f}",
+            f"{median([r.p50_ms for r in runs]):.2f}",
+            f"{median([r.p99_ms for r in runs]):.1f}",
+            f"{median([r.p50_ms for r in runs]) - stock:+.2f}",
+            f"{median(achieved[label]):.1f}",
+        ]
+        for label, runs in results.items()
+    ]
+    header = ["server", "req/s", "p50 ms", "p99 ms", "p50 vs stock (ms)", "registrations/s achieved"]
+    return table(header, rows)
+
+
 # --- profile ---------------------------------------------------------------------------------
 
 GROUPS = {
@@ -513,7 +583,18 @@ def bench_profile(servers: list[Server], raw: Path, seconds: int, kind: str = "o
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    commands = ("requests", "latency", "cpu", "artifacts", "registration", "profile", "all", "scale")
+    commands = (
+        "requests",
+        "latency",
+        "cpu",
+        "artifacts",
+        "registration",
+        "mixed",
+        "profile",
+        "all",
+        "scale",
+        "keys",
+    )
     parser.add_argument("command", choices=commands)
     parser.add_argument("--kinds", default="stock,basic,ours", help="servers to start, comma-separated")
     parser.add_argument("--rounds", type=int, default=3, help="requests: interleaved rounds")
@@ -526,15 +607,16 @@ def main() -> None:
     parser.add_argument("--profile-kind", default="ours", choices=("stock", "basic", "ours"))
     parser.add_argument("--no-pin", action="store_true", help="let the scheduler place wrk and workers")
     parser.add_argument("--profile-raw", type=Path, help="keep py-spy's collapsed stacks in this file")
+    parser.add_argument("--rate", type=float, default=5.0, help="mixed: registrations a second")
     parser.add_argument("--sizes", default="1000,10000,100000", help="scale: foreign rows, growing")
     parser.add_argument("--scale-kind", default="models", choices=("models", "experiments"))
     parser.add_argument("--scale-requests", type=int, default=40, help="scale: first pages per target")
     parser.add_argument("--postgres", action="store_true", help="scale: PostgreSQL instead of SQLite")
     args = parser.parse_args()
-    if args.command == "scale":
-        run_scale(args)
+    if args.command in ("scale", "keys"):
+        (run_scale if args.command == "scale" else run_keys)(args)
         return
-    wanted = set(commands[:-2]) if args.command == "all" else {args.command}
+    wanted = set(commands[:-3]) if args.command == "all" else {args.command}
     kinds = (args.profile_kind,) if wanted == {"profile"} else tuple(args.kinds.split(","))
 
     with (
@@ -555,6 +637,11 @@ def main() -> None:
             print(f"## artifacts\n\n{result}\n", flush=True)
         if "registration" in wanted:
             print(f"## registration\n\n{bench_registration(servers, args.runs)}\n", flush=True)
+        if "mixed" in wanted:
+            result = bench_mixed(servers, args.rounds, args.seconds, args.rate)
+            print(
+                f"## mixed: 16 readers, other tenants registering {args.rate:g}/s\n\n{result}\n", flush=True
+            )
         if "profile" in wanted:
             raw = args.profile_raw or root / "profile.txt"
             result = bench_profile(servers, raw.resolve(), args.profile_seconds, args.profile_kind)
@@ -574,6 +661,18 @@ def run_scale(args: argparse.Namespace) -> None:
         where = "PostgreSQL 15" if args.postgres else "SQLite"
         print(f"## scale: {args.scale_kind} on {where}\n", flush=True)
         print(bench_scale(stock, ours, args.scale_kind, sizes, args.scale_requests), flush=True)
+
+
+def run_keys(args: argparse.Namespace) -> None:
+    from scale import bench_keys
+
+    os.environ["HOKUSAI_REGISTRY_CACHE_TTL_SECONDS"] = "0"  # every request reads the key table
+    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp, ExitStack() as stack:
+        (small,) = stack.enter_context(all_running(Path(tmp) / "small", ("ours",)))
+        (large,) = stack.enter_context(all_running(Path(tmp) / "large", ("ours",)))
+        print(f"CPUs: {'not pinned (--no-pin)' if args.no_pin else pin_cpus([small, large])}", flush=True)
+        pin_client()
+        print(f"## keys\n\n{bench_keys(small, large, args.requests)}", flush=True)
 
 
 if __name__ == "__main__":

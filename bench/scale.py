@@ -11,6 +11,7 @@ the tenant's search to the end. Stock MLflow (no auth) holds the same rows.
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import time
@@ -231,3 +232,65 @@ def pg_databases(root: Path) -> Iterator[dict[str, str]]:
         engine.dispose()
         base = uri.rsplit("/", 1)[0]
         yield {kind: f"{base}/{kind}" for kind in ("stock", "ours")}
+
+
+def seed_keys(server: Server, keys: int, users: int) -> None:
+    """``keys`` API keys spread over ``users`` users, inserted straight into the auth database."""
+    import secrets as random_secrets
+    from datetime import UTC, datetime
+
+    engine = sa.create_engine(auth_uri(server))
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO users (username, password_hash, is_admin) VALUES (:u, 'x', false)"),
+            [{"u": f"seeded-{i:05d}"} for i in range(users)],
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO hokusai_api_keys (id, key_hash, username, scope, created_at) "
+                "VALUES (:id, :hash, :u, 'write', :t)"
+            ),
+            [
+                {
+                    "id": f"k_s{i:08d}",
+                    "hash": random_secrets.token_hex(32),
+                    "u": f"seeded-{i % users:05d}",
+                    "t": now,
+                }
+                for i in range(keys)
+            ],
+        )
+    engine.dispose()
+
+
+def bench_keys(small: Server, large: Server, requests: int) -> str:
+    """Authentication with 10 keys vs 100,000 keys and 10,000 users, the key cache off (TTL 0), so
+    every request looks its key and user up in the database; interleaved request by request."""
+    from hokusai_registry.server.keys import KeyStore
+
+    seed_keys(large, 100_000, 10_000)
+    path = "/api/2.0/mlflow/registered-models/get?name=bench-model"
+    clients = {
+        label: httpx.Client(base_url=s.url, headers=s.headers)
+        for label, s in (("10 keys", small), ("100,000 keys", large))
+    }
+    times: dict[str, list[float]] = {label: [] for label in clients}
+    for index in range(requests + 20):
+        for label in list(clients) if index % 2 == 0 else list(reversed(clients)):
+            started = time.perf_counter()
+            clients[label].get(path).raise_for_status()
+            if index >= 20:
+                times[label].append((time.perf_counter() - started) * 1000)
+    lines = ["| key table | p50 ms | p90 ms | `keys list --user` ms (in-process) |", "|---|---|---|---|"]
+    for label, server in (("10 keys", small), ("100,000 keys", large)):
+        secret = json.loads((server.data / "secrets.json").read_text())  # type: ignore[operator]
+        store = KeyStore(auth_uri(server), secret["key_hash_secret"].encode())
+        started = time.perf_counter()
+        store.list("bench")
+        listed = (time.perf_counter() - started) * 1000
+        q = statistics.quantiles(times[label], n=10)
+        lines.append(f"| {label} | {statistics.median(times[label]):.2f} | {q[8]:.2f} | {listed:.1f} |")
+    for client in clients.values():
+        client.close()
+    return "\n".join(lines)

@@ -358,7 +358,13 @@ def test_the_indexed_fold_is_mlflows_fold(grants: list[Grant], resource_type: st
 
     key = GrantLoadKey(resource_type, resource_id)
     args: tuple[Any, ...] = ({}, grants, "NO_PERMISSIONS", auth.NO_PERMISSIONS)
-    assert mlflow_adapter.indexed_retention_gate()(*args)._fold(key) == RetentionGate(*args)._fold(key)
+    expected = RetentionGate(*args)._fold(key)
+    assert mlflow_adapter.indexed_retention_gate()(*args)._fold(key) == expected
+    cached = mlflow_adapter.GrantList.indexed(grants).shared_copy()  # as the cached auth store hands them out
+    assert mlflow_adapter.indexed_retention_gate()({}, cached, *args[2:])._fold(key) == expected
+    cached.append(Grant(resource_type, resource_id, "DENY"))  # changed after indexing: indexed anew
+    changed = RetentionGate({}, list(cached), *args[2:])._fold(key)
+    assert mlflow_adapter.indexed_retention_gate()({}, cached, *args[2:])._fold(key) == changed
 
 
 @settings(max_examples=300, deadline=None)

@@ -25,11 +25,17 @@ from typing import Any
 from mlflow.server.auth.entities import User
 
 from hokusai_registry.server.context import current_principal, current_request
-from hokusai_registry.server.mlflow_adapter import Delegating, affected_user, is_auth_store_write
+from hokusai_registry.server.mlflow_adapter import (
+    Delegating,
+    GrantList,
+    affected_user,
+    is_auth_store_write,
+)
 from hokusai_registry.server.schema import bump_epoch, bump_user_epoch, read_epochs
 
 _MISSING = object()
 MAX_ENTRIES = 50_000
+LOAD_STRIPES = 64
 Key = tuple[Any, ...]
 
 
@@ -58,7 +64,9 @@ class CachedAuthStore(Delegating):
         self._fresh_until = float("-inf")
         self._epoch: int | None = None
         self._lock = threading.Lock()
-        self._load_lock = threading.Lock()
+        # One load lock per stripe of keys: a slow load (an owner's 100,000 grants) holds up only the
+        # requests that wait for the same answer, not every other user's cache miss.
+        self._load_locks = tuple(threading.Lock() for _ in range(LOAD_STRIPES))
 
     def __getattr__(self, name: str) -> Any:
         attribute = super().__getattr__(name)
@@ -80,20 +88,24 @@ class CachedAuthStore(Delegating):
         return user
 
     def list_grants(self, user_id: int, workspace: str, resource_types: Collection[str]) -> list[Any]:
+        """A fresh list each call, carrying the index its cache entry built once (mlflow_adapter)."""
         key = ("grants", user_id, workspace, frozenset(resource_types))
         owner = self._name_of.get(user_id)
-        return list(
-            self._cached(key, owner, lambda: self.wrapped.list_grants(user_id, workspace, resource_types))
+        entry: GrantList = self._cached(
+            key,
+            owner,
+            lambda: GrantList.indexed(self.wrapped.list_grants(user_id, workspace, resource_types)),
         )
+        return entry.shared_copy()
 
     def _cached(self, key: Key, username: str | None, load: Callable[[], Any]) -> Any:
         self._sync_epochs()
         value = self._entries.get(key, _MISSING)
         if value is not _MISSING:
             return value
-        # When the cache empties, every request in flight misses at once; one loads, the rest wait
-        # for its answer instead of repeating the same SQL (misses are rare, so one lock is enough).
-        with self._load_lock:
+        # When the cache empties, every request in flight misses at once; one loads each key, the
+        # rest wait for its answer instead of repeating the same SQL.
+        with self._load_locks[hash(key) % LOAD_STRIPES]:
             value = self._entries.get(key, _MISSING)
             if value is _MISSING:
                 generations = self._generation, self._user_generations.get(username or "", 0)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -45,6 +45,7 @@ __all__ = [
     "AUTH_STORE_WRITES",
     "USER_SCOPED_WRITES",
     "Delegating",
+    "GrantList",
     "PermissionMiddleware",
     "affected_user",
     "auth_database_uri",
@@ -53,6 +54,7 @@ __all__ = [
     "find_validator",
     "grant_patterns",
     "index_grant_folds",
+    "index_grants",
     "indexed_retention_gate",
     "install_auth_store",
     "install_registry_store",
@@ -314,18 +316,46 @@ def read_predicate(
     return predicate
 
 
-def grant_patterns(username: str, resource_types: frozenset[str]) -> list[tuple[str, str]]:
+def grant_patterns(username: str, resource_types: frozenset[str]) -> Iterator[tuple[str, str]]:
     """(resource type, pattern) of every grant MLflow would load for ``username`` in this request's
-    workspace: the rows its read predicate folds over."""
+    workspace: the rows its read predicate folds over (lazily: a caller may stop early)."""
     from mlflow.server import auth
     from mlflow.server.auth.permissions import RESOURCE_TYPE_WORKSPACE
 
     workspace = auth.get_anchor_workspace(RESOURCE_TYPE_WORKSPACE, "*")
     if workspace is None:
-        return []
+        return iter(())
     user_id = auth.store.get_user(username).id
     grants = auth.store.list_grants(user_id, workspace, resource_types | {RESOURCE_TYPE_WORKSPACE})
-    return [(grant.resource_type, grant.resource_pattern) for grant in grants]
+    return ((grant.resource_type, grant.resource_pattern) for grant in grants)
+
+
+class GrantList(list[Any]):
+    """What the cached auth store's ``list_grants`` returns: a fresh list (a caller may change it)
+    that carries the index of its cache entry, built once per entry instead of once per gate."""
+
+    grant_index: dict[tuple[str, str], list[tuple[int, Any]]] | None = None
+    indexed_size = -1  # how many grants the index holds: a list changed since is indexed anew
+
+    @classmethod
+    def indexed(cls, grants: list[Any]) -> GrantList:
+        made = cls(grants)
+        made.grant_index, made.indexed_size = index_grants(made), len(made)
+        return made
+
+    def shared_copy(self) -> GrantList:
+        """A new list of the same grants, sharing this one's index."""
+        made = GrantList(self)
+        made.grant_index, made.indexed_size = self.grant_index, self.indexed_size
+        return made
+
+
+def index_grants(grants: list[Any]) -> dict[tuple[str, str], list[tuple[int, Any]]]:
+    """(resource type, pattern) -> [(position, grant)] in the order MLflow would fold them."""
+    index: dict[tuple[str, str], list[tuple[int, Any]]] = {}
+    for position, grant in enumerate(grants):
+        index.setdefault((grant.resource_type, grant.resource_pattern), []).append((position, grant))
+    return index
 
 
 @functools.cache
@@ -343,10 +373,10 @@ def indexed_retention_gate() -> type:
     class IndexedRetentionGate(RetentionGate):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            index: dict[tuple[str, str], list[tuple[int, Any]]] = {}
-            for position, grant in enumerate(self._grants):
-                index.setdefault((grant.resource_type, grant.resource_pattern), []).append((position, grant))
-            self._index = index
+            shared = getattr(self._grants, "grant_index", None)
+            if shared is None or len(self._grants) != getattr(self._grants, "indexed_size", -1):
+                shared = index_grants(list(self._grants))  # not from the cache, or changed since
+            self._index = shared
 
         def _fold(self, key: Any) -> Any:
             if key not in self._folded:
