@@ -394,7 +394,9 @@ class Writers(threading.Thread):
     def __init__(self, server: Server, keys: list[str], rate: float) -> None:
         super().__init__(daemon=True)
         self.server, self.rate, self.done = server, rate, 0
-        self.clients = [httpx.Client(base_url=server.url, headers=bearer(key), timeout=60) for key in keys]
+        self.clients = [
+            httpx.Client(base_url=server.url, headers=bearer(key) if key else {}, timeout=60) for key in keys
+        ]
         self.stopping = threading.Event()
 
     def run(self) -> None:

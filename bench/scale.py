@@ -147,6 +147,9 @@ def grow(seeded: Seeded, kind: Kind, count: int) -> None:
         engine = sa.create_engine(server.backend)
         with engine.begin() as conn:
             ids = kind.insert(conn, start, count)
+        if engine.dialect.name == "postgresql":  # fresh statistics, as a server in use has them
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sa.text("ANALYZE"))
         engine.dispose()
     engine = sa.create_engine(auth_uri(seeded.ours))
     with engine.begin() as conn:

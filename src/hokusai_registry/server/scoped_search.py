@@ -13,8 +13,8 @@ Which names: a row is decided by MLflow's predicate over the caller's grants (ml
 grant names one resource or ``*``, so every row with no grant of its own is decided exactly like a name
 nobody holds a grant on (the sentinel). If the sentinel is readable (the default permission, a
 workspace grant or a ``*`` grant lets the caller read rows it holds no grant on), or the names are more
-than ``MAX_NAMES``, the search runs unscoped and MLflow's own filter does the work: most rows pass it
-then, so it is cheap.
+than ``MAX_NAMES`` (MLflow's filter parser costs about 30 µs a name), the search runs unscoped and
+MLflow's own filter does the work: most rows pass it then, so it is cheap.
 
 Page tokens: both ways use MLflow's offset tokens, but their offsets count different rows. A scoped
 search adds ``SCOPED_OFFSET`` to every offset it hands out (MLflow's filter only adds to an offset it
@@ -35,7 +35,7 @@ from typing import Any
 from hokusai_registry.server import mlflow_adapter
 from hokusai_registry.server.context import current_request
 
-MAX_NAMES = 1000
+MAX_NAMES = 500  # MLflow parses an IN list at about 30 µs a name: 15 ms at most, per store query
 SCOPED_OFFSET = 1 << 50  # far above any real offset, and exact in a JSON number
 # A resource id no grant names: every row without a grant of its own is decided like this one.
 SENTINEL = "\x00hokusai-no-grant-" + secrets.token_hex(8)
