@@ -13,6 +13,7 @@ Run by hand from the repository root; each command starts the servers and prints
     .venv/bin/python bench/run.py scale [--sizes 1000,10000,100000] [--scale-kind models|experiments]
                                         [--scale-requests 40] [--postgres]  # cost vs other tenants' rows
     .venv/bin/python bench/run.py keys [--requests 2000]                    # auth with 100,000 keys
+    .venv/bin/python bench/run.py ui [--ui-size 10000] [--ui-loads 5]       # the UI's models page, Chromium
 
 `--kinds stock,ours` skips MLflow's basic-auth server (slow to measure: scrypt per request).
 
@@ -596,6 +597,7 @@ def main() -> None:
         "all",
         "scale",
         "keys",
+        "ui",
     )
     parser.add_argument("command", choices=commands)
     parser.add_argument("--kinds", default="stock,basic,ours", help="servers to start, comma-separated")
@@ -614,11 +616,13 @@ def main() -> None:
     parser.add_argument("--scale-kind", default="models", choices=("models", "experiments"))
     parser.add_argument("--scale-requests", type=int, default=40, help="scale: first pages per target")
     parser.add_argument("--postgres", action="store_true", help="scale: PostgreSQL instead of SQLite")
+    parser.add_argument("--ui-size", type=int, default=10_000, help="ui: foreign registered models")
+    parser.add_argument("--ui-loads", type=int, default=5, help="ui: timed page loads per server")
     args = parser.parse_args()
-    if args.command in ("scale", "keys"):
-        (run_scale if args.command == "scale" else run_keys)(args)
+    if args.command in ("scale", "keys", "ui"):
+        {"scale": run_scale, "keys": run_keys, "ui": run_ui}[args.command](args)
         return
-    wanted = set(commands[:-3]) if args.command == "all" else {args.command}
+    wanted = set(commands[: commands.index("all")]) if args.command == "all" else {args.command}
     kinds = (args.profile_kind,) if wanted == {"profile"} else tuple(args.kinds.split(","))
 
     with (
@@ -663,6 +667,16 @@ def run_scale(args: argparse.Namespace) -> None:
         where = "PostgreSQL 15" if args.postgres else "SQLite"
         print(f"## scale: {args.scale_kind} on {where}\n", flush=True)
         print(bench_scale(stock, ours, args.scale_kind, sizes, args.scale_requests), flush=True)
+
+
+def run_ui(args: argparse.Namespace) -> None:
+    from scale import bench_ui
+
+    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp, ExitStack() as stack:
+        stock, ours = stack.enter_context(all_running(Path(tmp), ("stock", "ours")))
+        print(f"CPUs: {'not pinned (--no-pin)' if args.no_pin else pin_cpus([stock, ours])}", flush=True)
+        pin_client()
+        print(f"## ui\n\n{bench_ui(stock, ours, args.ui_size, args.ui_loads)}", flush=True)
 
 
 def run_keys(args: argparse.Namespace) -> None:

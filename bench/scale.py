@@ -297,3 +297,40 @@ def bench_keys(small: Server, large: Server, requests: int) -> str:
     for client in clients.values():
         client.close()
     return "\n".join(lines)
+
+
+def ui_load_ms(url: str, password: str | None, loads: int) -> float:
+    """Median ms from opening the Registered Models page to its first model row, in Debian's Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.processes import CHROMIUM, CHROMIUM_FLAGS
+
+    times = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            for _ in range(loads + 1):  # the first load fills the browser's cache of the UI's files
+                credentials = {"username": "tenant", "password": password} if password else None
+                context = browser.new_context(http_credentials=credentials)  # type: ignore[arg-type]
+                page = context.new_page()
+                started = time.perf_counter()
+                page.goto(f"{url}/#/models", wait_until="domcontentloaded", timeout=120_000)
+                page.get_by_text("foreign-").first.wait_for(timeout=120_000)
+                times.append((time.perf_counter() - started) * 1000)
+                context.close()
+        finally:
+            browser.close()
+    return statistics.median(times[1:])
+
+
+def bench_ui(stock: Server, ours: Server, size: int, loads: int) -> str:
+    """The Registered Models page for a tenant who may read 10 of ``size`` models, beside stock."""
+    kind = KINDS["models"]
+    with targets(stock, ours) as seeded:
+        grow(seeded, kind, size)
+        time.sleep(2.5)
+        tenant_key = str(seeded.clients["tenant"].headers["Authorization"]).split(" ", 1)[1]
+        rows = [("stock (no auth, all rows)", ui_load_ms(stock.url, None, loads))]
+        rows.append(("ours, tenant (10 readable)", ui_load_ms(ours.url, tenant_key, loads)))
+    lines = [f"| N = {size:,} | page load to first row, ms (median of {loads}) |", "|---|---|"]
+    return "\n".join(lines + [f"| {label} | {ms:.0f} |" for label, ms in rows])

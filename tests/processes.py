@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,15 @@ from typing import Any
 import httpx
 
 __all__ = ["free_port", "stop", "wait_for_health"]
+
+
+# Debian's Chromium, which the UI test and the UI benchmark drive through Playwright (its own browser
+# download is not used). As root it needs --no-sandbox; the rest keep it off this machine's network.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]  # fmt: skip
 
 
 def free_port() -> int:

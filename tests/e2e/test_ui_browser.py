@@ -7,20 +7,14 @@ the README tells a user to; every request the page makes must succeed.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.processes import CHROMIUM, CHROMIUM_FLAGS
 from tests.services import Registry, run_registry
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# As root Chromium needs --no-sandbox; the rest keep it off this machine's closed network.
-FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]  # fmt: skip
 OWN_MODELS = ("ui-a-model-1", "ui-a-model-2", "ui-a-model-3")
 OTHER_MODELS = ("ui-b-model-1", "ui-b-model-2")
 
@@ -52,7 +46,7 @@ def visit(registry: Registry, key: str, route: str, wait_for: str) -> tuple[str,
 
     failed: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
             context = browser.new_context(http_credentials={"username": "tenant-a", "password": key})
             page = context.new_page()

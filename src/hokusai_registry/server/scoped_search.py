@@ -74,8 +74,8 @@ def readable_ids(username: str, kind: Kind) -> frozenset[str] | None:
         if can_read(SENTINEL):
             return None
         readable |= {pattern for pattern in named[resource_type] if can_read(pattern)}
-    if any("'" in name or "\\" in name for name in readable):
-        return None  # not expressible in MLflow's filter grammar: let MLflow's filter decide
+    if not all(name.isprintable() and "'" not in name and "\\" not in name for name in readable):
+        return None  # not written the same in MLflow's filter grammar: let MLflow's filter decide
     return frozenset(readable)
 
 
@@ -110,11 +110,21 @@ def offset_token(offset: int, like: Any) -> Any:
     return token.decode() if isinstance(like, str) else token
 
 
+def access_changed() -> Exception:
+    """A scoped page token whose caller can no longer be scoped: refused, never read as an offset."""
+    from mlflow.exceptions import MlflowException
+
+    refusal: Exception = MlflowException.invalid_parameter_value(
+        "this page token belongs to a search scoped to the resources you could read, and your "
+        "access has changed since; start the search again without a page token"
+    )
+    return refusal
+
+
 def scoped(kind: Kind, search: Callable[..., Any]) -> Callable[..., Any]:
     """``search`` (a store's ``search_*``) with the request's readable ids applied in its query."""
 
     def scoped_search(store: Any, *args: Any, **kwargs: Any) -> Any:
-        from mlflow.exceptions import MlflowException
         from mlflow.store.entities.paged_list import PagedList
 
         if args:  # the handlers and MLflow's filters pass keywords; anything else is left alone
@@ -125,10 +135,7 @@ def scoped(kind: Kind, search: Callable[..., Any]) -> Callable[..., Any]:
         if offset < SCOPED_OFFSET and (token or ids is None):
             return search(store, **kwargs)  # an unscoped token continues unscoped
         if ids is None:
-            raise MlflowException.invalid_parameter_value(
-                "this page token belongs to a search scoped to the resources you could read, and your "
-                "access has changed since; start the search again without a page token"
-            )
+            raise access_changed()
         if not ids:
             return PagedList([], None)
         inner = offset - SCOPED_OFFSET if token else 0
@@ -150,7 +157,6 @@ def scoped_logged_models(search: Callable[..., Any]) -> Callable[..., Any]:
     """
 
     def scoped_search(store: Any, *args: Any, **kwargs: Any) -> Any:
-        from mlflow.exceptions import MlflowException
         from mlflow.store.entities.paged_list import PagedList
         from mlflow.utils.search_utils import SearchLoggedModelsPaginationToken as Token
 
@@ -160,10 +166,7 @@ def scoped_logged_models(search: Callable[..., Any]) -> Callable[..., Any]:
         if args or (offset < SCOPED_OFFSET and (token or ids is None)):
             return search(store, *args, **kwargs)
         if ids is None:
-            raise MlflowException.invalid_parameter_value(
-                "this page token belongs to a search scoped to the resources you could read, and your "
-                "access has changed since; start the search again without a page token"
-            )
+            raise access_changed()
         asked = list(kwargs.get("experiment_ids") or [])
         readable = [experiment_id for experiment_id in asked if str(experiment_id) in ids]
         if not readable:
