@@ -107,3 +107,19 @@ def test_a_grant_for_one_user_leaves_the_others_cached(mlflow_store: SqlAlchemyS
     with request_as("bob"):
         here.list_grants(here.get_user("bob").id, "default", {"registered_model"})
     assert counting.reads == {"get_user": 4, "list_grants": 4}
+
+
+def test_a_users_entries_cached_for_someone_else_are_not_trusted_by_that_user(
+    mlflow_store: SqlAlchemyStore,
+) -> None:
+    """An admin's request caches alice's grants; alice then gets a grant on another worker. Her own
+    next request must see it: entries loaded under an epoch of hers never seen are dropped."""
+    mlflow_store.create_user("admin", "a-long-enough-password-1C!")
+    here = CachedAuthStore(mlflow_store, 60, on_user_deleted=lambda _: None)
+    elsewhere = CachedAuthStore(mlflow_store, 60, on_user_deleted=lambda _: None)
+    with request_as("admin"):
+        assert here.list_grants(here.get_user("alice").id, "default", {"experiment"}) == []
+    elsewhere.grant_user_permission("alice", "experiment", "9", "READ")
+    with request_as("alice"):
+        grants = here.list_grants(here.get_user("alice").id, "default", {"experiment"})
+    assert [(grant.resource_type, grant.resource_pattern) for grant in grants] == [("experiment", "9")]

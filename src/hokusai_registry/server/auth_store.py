@@ -134,15 +134,16 @@ class CachedAuthStore(Delegating):
                 self._empty()
                 self._epoch = epoch
                 self._fresh_until = now + self._ttl
-            if username is not None and self._user_epochs.get(username, user_epoch) != user_epoch:
+            # Entries cached under an older epoch of the caller's, or under one never seen (loaded
+            # while serving someone else, an admin reading this user), are dropped.
+            if username is not None and self._user_epochs.get(username) != user_epoch:
                 self._forget(username)
-            if username is not None:
                 self._user_epochs[username] = user_epoch
         if state is not None:
             state.auth_epoch = epoch
 
     def _empty(self) -> None:
-        self._entries, self._keys_of, self._user_epochs = {}, {}, {}
+        self._entries, self._keys_of, self._user_epochs, self._name_of = {}, {}, {}, {}
         self._generation += 1
 
     def _forget(self, username: str) -> None:
