@@ -34,6 +34,7 @@ What we rely on (MLflow 3.17):
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -127,16 +128,19 @@ USER_SCOPED_WRITES = frozenset({
 })  # fmt: skip
 
 
+@functools.cache
+def _auth_store_signature(name: str) -> inspect.Signature:
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    return inspect.signature(getattr(SqlAlchemyStore, name))
+
+
 def affected_user(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     """The one user whose access the auth store's write ``name`` changed, or None for anyone's."""
     if name not in USER_SCOPED_WRITES:
         return None
-    import inspect
-
-    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
-
     try:
-        bound = inspect.signature(getattr(SqlAlchemyStore, name)).bind(None, *args, **kwargs)
+        bound = _auth_store_signature(name).bind(None, *args, **kwargs)
     except TypeError:  # not a call MLflow's own signature accepts: the write will say so itself
         return None
     username = bound.arguments.get("username")
