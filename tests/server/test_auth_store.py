@@ -67,6 +67,59 @@ def test_hits_within_the_ttl_and_one_reload_after_it(mlflow_store: SqlAlchemySto
     assert counting.reads == {"get_user": 2, "list_grants": 2}
 
 
+class SlowGrants(CountingStore):
+    """Grant loads that take a second of the store's clock, as an owner's 100,000 grants do."""
+
+    def __init__(self, store: SqlAlchemyStore, now: list[float]) -> None:
+        super().__init__(store)
+        self.now = now
+
+    def list_grants(self, *args: Any) -> Any:
+        self.reads["list_grants"] += 1
+        self.now[0] += 1.0
+        return self.store.list_grants(*args)
+
+
+def test_a_slow_load_lives_ten_times_its_cost_but_fast_entries_still_expire(
+    mlflow_store: SqlAlchemyStore,
+) -> None:
+    """A load that takes half the TTL would otherwise be repeated on nearly every request."""
+    now = [0.0]
+    slow = SlowGrants(mlflow_store, now)
+    store = CachedAuthStore(slow, TTL, on_user_deleted=lambda _: None, clock=lambda: now[0])
+    with request_as("alice"):
+        alice = store.get_user("alice")
+        store.list_grants(alice.id, "default", {"experiment"})  # loaded 0.0 -> 1.0: lives to 11.0
+    for at in (3.0, 6.0, 10.5):
+        now[0] = at
+        with request_as("alice"):
+            store.list_grants(store.get_user("alice").id, "default", {"experiment"})
+    assert slow.reads["list_grants"] == 1
+    assert slow.reads["get_user"] == 4  # an instant load keeps the TTL: reloaded at each of 3.0, 6.0, 10.5
+
+    now[0] = 13.0
+    with request_as("alice"):
+        store.list_grants(store.get_user("alice").id, "default", {"experiment"})
+    assert slow.reads["list_grants"] == 2
+
+
+def test_a_slow_entry_is_still_dropped_by_its_users_write(mlflow_store: SqlAlchemyStore) -> None:
+    now = [0.0]
+    store = CachedAuthStore(
+        SlowGrants(mlflow_store, now), TTL, on_user_deleted=lambda _: None, clock=lambda: now[0]
+    )
+    with request_as("alice"):
+        alice = store.get_user("alice")
+        assert store.list_grants(alice.id, "default", {"experiment"}) == []
+    CachedAuthStore(mlflow_store, 60, on_user_deleted=lambda _: None).grant_user_permission(
+        "alice", "experiment", "7", "MANAGE"
+    )
+    now[0] = 1.5
+    with request_as("alice"):
+        grants = store.list_grants(store.get_user("alice").id, "default", {"experiment"})
+    assert [grant.resource_pattern for grant in grants] == ["7"]
+
+
 def test_a_write_on_another_worker_is_seen_by_the_next_request(mlflow_store: SqlAlchemyStore) -> None:
     """Create-then-use across workers: the epoch a write bumps empties every worker's cache."""
     here = CachedAuthStore(mlflow_store, 60, on_user_deleted=lambda _: None)

@@ -8,7 +8,9 @@ epoch and its caller's before using the cache. A write that changes one user's a
 grant on a model they just created) moves only that user's epoch, so other users' cached data
 stays; any other write moves the global one, which empties the whole cache. So a grant created on
 one worker is seen by its user's next request anywhere. The TTL bounds staleness for writes that
-bypass this store, and for another user's data read in a request (an admin reading a user).
+bypass this store, and for another user's data read in a request (an admin reading a user). An
+entry that was slow to load (an owner's 100,000 grants take about a second) lives ten times its
+load time if that is longer, so a worker never spends more than a tenth of its time reloading it.
 
 "An admin key acts as an MLflow admin": MLflow decides admin rights from ``get_user(name).is_admin``
 in both its Flask and its FastAPI paths, so the user returned for the requesting principal carries
@@ -36,6 +38,7 @@ from hokusai_registry.server.schema import bump_epoch, bump_user_epoch, read_epo
 _MISSING = object()
 MAX_ENTRIES = 50_000
 LOAD_STRIPES = 64
+LOAD_COST_FACTOR = 10  # an entry lives at least this many times as long as it took to load
 Key = tuple[Any, ...]
 
 
@@ -51,11 +54,11 @@ class CachedAuthStore(Delegating):
         self._on_user_deleted = on_user_deleted
         self._ttl = ttl
         self._clock = clock
-        # A plain dict, emptied as a whole when the global epoch moves or the TTL has passed since it
-        # was last emptied, and per user when that user's epoch moves: a hit is one dict read (MLflow
-        # asks about eight times per request), and no entry is older than the TTL. The generations
-        # guard against a load that began before an emptying writing its older answer back.
-        self._entries: dict[Key, Any] = {}
+        # A plain dict of (value, expiry), emptied as a whole when the global epoch moves, per user
+        # when that user's epoch moves, and swept of expired entries once per TTL: a hit is one dict
+        # read (MLflow asks about eight times per request). The generations guard against a load
+        # that began before an emptying writing its older answer back.
+        self._entries: dict[Key, tuple[Any, float]] = {}
         self._keys_of: dict[str, set[Key]] = {}  # username -> its entries
         self._name_of: dict[int, str] = {}  # user id -> username, learnt from get_user
         self._user_epochs: dict[str, int] = {}  # the epoch each user's entries were loaded under
@@ -100,29 +103,33 @@ class CachedAuthStore(Delegating):
 
     def _cached(self, key: Key, username: str | None, load: Callable[[], Any]) -> Any:
         self._sync_epochs()
-        value = self._entries.get(key, _MISSING)
-        if value is not _MISSING:
-            return value
+        hit = self._entries.get(key)
+        if hit is not None:
+            return hit[0]
         # When the cache empties, every request in flight misses at once; one loads each key, the
         # rest wait for its answer instead of repeating the same SQL.
         with self._load_locks[hash(key) % LOAD_STRIPES]:
-            value = self._entries.get(key, _MISSING)
-            if value is _MISSING:
-                generations = self._generation, self._user_generations.get(username or "", 0)
-                value = load()  # a missing user raises and is not cached
-                with self._lock:
-                    unchanged = generations == (
-                        self._generation,
-                        self._user_generations.get(username or "", 0),
-                    )
-                    if unchanged and username is not None and len(self._entries) < MAX_ENTRIES:
-                        self._entries[key] = value
-                        self._keys_of.setdefault(username, set()).add(key)
+            hit = self._entries.get(key)
+            if hit is not None:
+                return hit[0]
+            generations = self._generation, self._user_generations.get(username or "", 0)
+            started = self._clock()
+            value = load()  # a missing user raises and is not cached
+            loaded = self._clock()
+            lifetime = max(self._ttl, LOAD_COST_FACTOR * (loaded - started)) if self._ttl > 0 else 0.0
+            with self._lock:
+                unchanged = generations == (
+                    self._generation,
+                    self._user_generations.get(username or "", 0),
+                )
+                if unchanged and username is not None and len(self._entries) < MAX_ENTRIES:
+                    self._entries[key] = value, loaded + lifetime
+                    self._keys_of.setdefault(username, set()).add(key)
         return value
 
     def _sync_epochs(self) -> None:
-        """Once per request: empty the cache if the global epoch moved or the TTL ran out, and drop
-        the caller's entries if their own epoch moved."""
+        """Once per request: empty the cache if the global epoch moved, sweep expired entries once
+        per TTL, and drop the caller's entries if their own epoch moved."""
         state = current_request.get()
         if state is not None and state.auth_epoch is not None:
             return
@@ -130,9 +137,11 @@ class CachedAuthStore(Delegating):
         epoch, user_epoch = read_epochs(self.wrapped.engine, username)
         now = self._clock()
         with self._lock:
-            if epoch != self._epoch or now >= self._fresh_until:
+            if epoch != self._epoch:
                 self._empty()
                 self._epoch = epoch
+            if now >= self._fresh_until:
+                self._sweep(now)
                 self._fresh_until = now + self._ttl
             # Entries cached under an older epoch of the caller's, or under one never seen (loaded
             # while serving someone else, an admin reading this user), are dropped.
@@ -145,6 +154,12 @@ class CachedAuthStore(Delegating):
     def _empty(self) -> None:
         self._entries, self._keys_of, self._user_epochs, self._name_of = {}, {}, {}, {}
         self._generation += 1
+
+    def _sweep(self, now: float) -> None:
+        self._entries = {key: hit for key, hit in self._entries.items() if hit[1] > now}
+        self._keys_of = {
+            name: live for name, keys in self._keys_of.items() if (live := keys & self._entries.keys())
+        }
 
     def _forget(self, username: str) -> None:
         for key in self._keys_of.pop(username, ()):
