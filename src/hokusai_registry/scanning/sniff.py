@@ -1,0 +1,249 @@
+"""What a file is, from its first bytes and never its name.
+
+A loader does not care what a file is called: ``torch.load("config.json")`` unpickles a pickle, and a
+zip named ``weights.bin`` is still a zip. So every decision here looks at content only. Pure
+functions over a prefix of the file (``HEAD_BYTES``), no I/O.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import io
+import pickletools
+import re
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from hokusai_registry.scanning import grading
+from hokusai_registry.scanning.report import Verdict
+
+__all__ = ["HEAD_BYTES", "Kind", "PickleParseError", "iter_ops", "sniff"]
+
+HEAD_BYTES = 64 * 1024  # what the scanner reads to decide; also the prefix old pickles are parsed over
+
+
+class Kind(enum.StrEnum):
+    EMPTY = "empty"
+    ZIP = "zip"
+    TAR = "tar"
+    GZIP = "gzip"
+    BZ2 = "bz2"
+    XZ = "xz"
+    ZLIB = "zlib"
+    SEVEN_ZIP = "7z"
+    NUMPY = "numpy"
+    HDF5 = "hdf5"
+    SAFETENSORS = "safetensors"
+    PICKLE = "pickle"
+    TEXT = "text"
+    BINARY = "binary"
+
+
+_MAGIC: list[tuple[bytes, Kind]] = [
+    (b"PK\x03\x04", Kind.ZIP),
+    (b"PK\x05\x06", Kind.ZIP),  # an empty zip is all end-of-central-directory record
+    (b"\x1f\x8b\x08", Kind.GZIP),
+    (b"\xfd7zXZ\x00", Kind.XZ),
+    (b"7z\xbc\xaf\x27\x1c", Kind.SEVEN_ZIP),
+    (b"\x93NUMPY", Kind.NUMPY),
+    (b"\x89HDF\r\n\x1a\n", Kind.HDF5),
+]
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_BZ2 = re.compile(rb"BZh[1-9](1AY&SY|\x17rE8P\x90)")  # a first block, or the end-of-stream marker
+_ZLIB_SECOND_BYTES = frozenset({0x01, 0x5E, 0x9C, 0xDA})  # joblib's levels 1-9 all write one of these
+_IDENTIFIER = re.compile(r"[A-Za-z_][\w.]*")
+_CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
+_SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+
+
+def sniff(head: bytes, *, whole: bool) -> Kind:
+    """The kind of a file starting with ``head``; ``whole`` says head is all of it (not a prefix)."""
+    if not head:
+        return Kind.EMPTY
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if _is_tar(head):
+        return Kind.TAR
+    if _BZ2.match(head):
+        return Kind.BZ2
+    if _is_hdf5_with_user_block(head):
+        return Kind.HDF5
+    if _is_safetensors(head):
+        return Kind.SAFETENSORS
+    if head[0] == 0x80 and len(head) > 1 and head[1] <= 5:
+        return Kind.PICKLE  # PROTO n: protocols 2-5 always start so (0 and 1 are accepted too)
+    if _is_zlib(head):
+        return Kind.ZLIB
+    if _is_old_pickle(head, whole):
+        return Kind.PICKLE
+    if _is_text(head, whole):
+        return Kind.TEXT
+    return Kind.BINARY
+
+
+def _is_tar(head: bytes) -> bool:
+    """POSIX/GNU tar (``ustar`` at 257), or an old v7 header whose checksum adds up."""
+    if head[257:262] == b"ustar":
+        return True
+    if len(head) < 512 or not any(head[:100]):
+        return False
+    try:
+        stored = int(head[148:156].replace(b"\x00", b" ").strip() or b"-1", 8)
+    except ValueError:
+        return False
+    block = head[:148] + b" " * 8 + head[156:512]
+    return stored in (sum(block), sum(struct.unpack("148b8x356b", head[:512])) + 256)
+
+
+def _is_hdf5_with_user_block(head: bytes) -> bool:
+    """HDF5 may start after a user block of 512, 1024, 2048, ... bytes."""
+    return any(head[offset : offset + 8] == _HDF5_SIGNATURE for offset in (512, 1024, 2048, 4096, 8192))
+
+
+def _is_safetensors(head: bytes) -> bool:
+    """An 8-byte little-endian header length, then the JSON header itself."""
+    if len(head) < 10:
+        return False
+    (length,) = struct.unpack("<Q", head[:8])
+    return 2 <= length <= _SAFETENSORS_MAX_HEADER and head[8:10] in (b'{"', b"{}", b"{ ", b"{\n")
+
+
+def _is_zlib(head: bytes) -> bool:
+    """A zlib stream (joblib's ``compress=``): the two header bytes, and the start inflates."""
+    if len(head) < 3 or head[0] != 0x78 or head[1] not in _ZLIB_SECOND_BYTES:
+        return False
+    try:
+        zlib.decompressobj().decompress(head[:4096], 1024)
+    except zlib.error:
+        return False
+    return True
+
+
+def _is_old_pickle(head: bytes, whole: bool) -> bool:
+    """Protocols 0 and 1 have no header: parse the prefix as opcodes, executing nothing.
+
+    A pickle if it imports something (GLOBAL, INST, STACK_GLOBAL) and then calls or finishes, if it
+    starts by importing a name the grading knows (``cos\nsystem\n`` and garbage still runs
+    os.system's import), or if it parses cleanly up to where the prefix was cut off. Text (YAML,
+    JSON, a vocabulary starting ``cabbage\ncarrot``) fails within a few opcodes without either; an
+    old pickle that never imports could not run code anyway.
+    """
+    stream = io.BytesIO(head)
+    imported = False
+    try:
+        for index, (name, arg, _) in enumerate(iter_ops(stream)):
+            if name in ("GLOBAL", "INST") and index == 0 and _known(*arg):
+                return True
+            if name in ("GLOBAL", "INST", "STACK_GLOBAL", "EXT1", "EXT2", "EXT4"):
+                imported = True
+            if imported and name in _CALLS:
+                return True
+    except PickleParseError:
+        return not whole and stream.tell() >= len(head)
+    return False
+
+
+_CALLS = frozenset({"REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "STOP"})
+
+
+def _known(module: str, name: str) -> bool:
+    return bool(_IDENTIFIER.fullmatch(module)) and grading.grade(module, name)[0] is not Verdict.SUSPICIOUS
+
+
+def _is_text(head: bytes, whole: bool) -> bool:
+    """UTF-8 without control characters other than tab, newlines, form feed and escape."""
+    if _CONTROL.search(head):
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return not whole and exc.start >= len(head) - 3  # a character cut by the prefix's end
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Pickle opcodes, read as leniently as CPython's unpickler reads them (the engine walks with them too)
+
+
+class PickleParseError(ValueError):
+    """The bytes are not a pickle any unpickler would read this far."""
+
+
+def _line(stream: Any) -> bytes:
+    data: bytes = stream.readline()
+    if not data.endswith(b"\n"):
+        raise PickleParseError("no newline where a protocol-0 argument ends")
+    return data[:-1]
+
+
+def _read_int(stream: Any) -> int | bool:
+    data = _line(stream)
+    if data in (b"00", b"01"):
+        return data == b"01"
+    return _parse_int(data)
+
+
+def _read_long(stream: Any) -> int:
+    data = _line(stream)
+    return _parse_int(data[:-1] if data.endswith(b"L") else data)
+
+
+def _parse_int(data: bytes) -> int:
+    for base in (0, 10):  # the unpickler's int(s, 0) takes 0x10; "010" only parses in base 10
+        try:
+            return int(data, base)
+        except ValueError:
+            continue
+    raise PickleParseError(f"not an integer: {data[:40]!r}")
+
+
+def _read_string(stream: Any) -> str:
+    data = _line(stream)
+    if len(data) < 2 or data[:1] != data[-1:] or data[:1] not in (b"'", b'"'):
+        raise PickleParseError("a STRING argument without quotes")
+    return codecs.escape_decode(data[1:-1])[0].decode("latin-1")
+
+
+def _read_name(stream: Any) -> str:
+    return _line(stream).decode("utf-8", "surrogateescape")
+
+
+def _read_name_pair(stream: Any) -> tuple[str, str]:
+    return _read_name(stream), _read_name(stream)
+
+
+_LENIENT: dict[str, Callable[[Any], object]] = {
+    "INT": _read_int,
+    "LONG": _read_long,
+    "STRING": _read_string,
+    "GLOBAL": _read_name_pair,
+    "INST": _read_name_pair,
+    "PERSID": _read_name,
+}
+_BY_CODE = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
+
+
+def iter_ops(stream: Any) -> Iterator[tuple[str, Any, int]]:
+    """``(opcode name, argument, position)`` up to and including STOP; GLOBAL's argument is a pair."""
+    while True:
+        position = stream.tell()
+        code = stream.read(1)
+        op = _BY_CODE.get(code)
+        if op is None:
+            raise PickleParseError(
+                f"pickle data ends before STOP at byte {position}"
+                if not code
+                else f"byte {position} ({code!r}) is not an opcode"
+            )
+        try:
+            reader = _LENIENT.get(op.name) or (op.arg.reader if op.arg else None)
+            arg = reader(stream) if reader else None
+        except (ValueError, struct.error, OverflowError, EOFError) as exc:
+            raise PickleParseError(f"{op.name} at byte {position}: {exc}") from None
+        yield op.name, arg, position
+        if op.name == "STOP":
+            return

@@ -1,0 +1,88 @@
+"""A model version's files as stored: under a local artifact destination, or in S3 (any store MLflow reads).
+
+Local files are scanned where they lie. Remote ones are downloaded one at a time to a temporary
+file and deleted after their scan, so disk use is bounded by the largest file, memory by the scanner's
+read size.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from hokusai_registry.settings import SERVED_ARTIFACT_ROOT
+
+__all__ = ["ModelFiles", "StoredFile", "artifact_prefix"]
+
+
+def artifact_prefix(storage_location: str, destination: str) -> str | None:
+    """The path under the artifact destination where a version's files are, or None if not under it.
+
+    ``mlflow-artifacts:/1/models/m-1/artifacts`` is served from the destination itself; a location
+    spelled with the destination's own URI (``s3://bucket/root/1/...``) is under it too.
+    """
+    if storage_location.startswith(SERVED_ARTIFACT_ROOT.rstrip("/")):
+        path = urlsplit(storage_location).path
+        return path.strip("/") or None
+    root = destination.rstrip("/")
+    local_root = urlsplit(root).path if root.startswith("file:") else root
+    location = urlsplit(storage_location).path if storage_location.startswith("file:") else storage_location
+    for base in {root, local_root}:
+        if location.startswith(base + "/"):
+            return location[len(base) + 1 :].strip("/") or None
+    return None
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str  # relative to the version's root, with "/" separators
+    size: int
+
+
+class ModelFiles:
+    """The files under ``prefix`` of the artifact destination ``destination`` (a path or a URI)."""
+
+    def __init__(self, destination: str, prefix: str) -> None:
+        self.destination = destination.rstrip("/")
+        self.prefix = prefix.strip("/")
+        scheme = urlsplit(self.destination).scheme
+        self.local_root = (
+            None if scheme not in ("", "file") else Path(urlsplit(self.destination).path) / self.prefix
+        )
+
+    def listing(self) -> list[StoredFile]:
+        if self.local_root is not None:
+            return [
+                StoredFile(path.relative_to(self.local_root).as_posix(), path.stat().st_size)
+                for path in sorted(self.local_root.rglob("*"))
+                if path.is_file() and not path.is_symlink()
+            ]
+        return sorted(self._remote_listing(""), key=lambda stored: stored.path)
+
+    def open_each(self) -> Iterator[tuple[StoredFile, Path]]:
+        """Each file with a local path to read it from, valid until the next one is asked for."""
+        for stored in self.listing():
+            if self.local_root is not None:
+                yield stored, self.local_root / stored.path
+                continue
+            with tempfile.TemporaryDirectory(prefix="hokusai-scan-") as scratch:
+                local = self._repository().download_artifacts(stored.path, dst_path=scratch)
+                yield stored, Path(local)
+
+    def _repository(self) -> Any:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        return get_artifact_repository(f"{self.destination}/{self.prefix}")
+
+    def _remote_listing(self, path: str) -> Iterator[StoredFile]:
+        repository = self._repository()
+        for info in repository.list_artifacts(path or None):
+            if info.is_dir:
+                yield from self._remote_listing(info.path)
+            else:
+                yield StoredFile(info.path.replace(os.sep, "/"), int(info.file_size or 0))
