@@ -70,6 +70,15 @@ class Registry:
             args += ["--expires-in-days", str(expires_in_days)]
         return self.cli(*args).stdout.strip()
 
+    def third_party_env(self, key: str) -> dict[str, str]:
+        """Only the two variables a third party is told to set (plus what any process needs to run)."""
+        return {
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "MLFLOW_TRACKING_URI": self.url,
+            "MLFLOW_TRACKING_TOKEN": key,
+        }
+
     def client(self, key: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)

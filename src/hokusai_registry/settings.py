@@ -11,7 +11,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -54,6 +54,14 @@ class Settings(BaseSettings):
 
     # Key, user and grant look-ups are cached per worker for this long; it bounds revocation.
     cache_ttl_seconds: float = Field(2.0, ge=0, le=5)
+
+    # Model scanning (docs/scanning.md): block serves only clean or released versions, warn serves
+    # every version with its verdict tagged, off does not scan.
+    scan_policy: Literal["block", "warn", "off"] = "block"
+    # A model up to this size is scanned inside its create_model_version request.
+    scan_inline_max_bytes: int = Field(16 * 1024 * 1024, ge=0)
+    # Background scans (larger models) at once per worker.
+    scan_concurrency: int = Field(1, ge=1, le=16)
 
     # Optional external key service (keys issued elsewhere), see server/external.py.
     auth_url: str | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +15,7 @@ FLOW = Path(__file__).with_name("client_flow.py")
 
 
 def run_client_flow(registry: Registry, key: str, name: str, extra_env: dict[str, str] | None = None) -> dict:
-    # Only the two variables a third party is told to set (plus what any process needs to run).
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "MLFLOW_TRACKING_URI": registry.url,
-        "MLFLOW_TRACKING_TOKEN": key,
-        **(extra_env or {}),
-    }
+    env = {**registry.third_party_env(key), **(extra_env or {})}
     done = subprocess.run(
         [sys.executable, str(FLOW), name], env=env, capture_output=True, text=True, timeout=300
     )

@@ -30,7 +30,7 @@ from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
 from hokusai_registry.server import mlflow_adapter
 from hokusai_registry.server.auth_store import CachedAuthStore
-from hokusai_registry.server.registry_store import RequestMemoRegistryStore
+from hokusai_registry.server.registry_store import RegistryStore
 from hokusai_registry.server.schema import create_tables, read_epochs
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "hokusai_registry"
@@ -193,7 +193,7 @@ def test_installing_twice_wraps_the_auth_store_once(mlflow_globals: None, engine
 def test_installing_twice_wraps_the_registry_store_once(mlflow_globals: None) -> None:
     original = handlers._model_registry_store
     for _ in range(2):
-        installed = mlflow_adapter.install_registry_store(RequestMemoRegistryStore)
+        installed = mlflow_adapter.install_registry_store(RegistryStore)
         assert handlers._get_model_registry_store() is installed and installed.wrapped is original
 
 
@@ -412,3 +412,104 @@ def test_search_methods_take_the_keywords_the_scoping_passes() -> None:
         TrackingStore.search_experiments,
     ):
         assert {"filter_string", "page_token", "max_results"} <= set(inspect.signature(method).parameters)
+
+
+# --- 8. model versions: the scan verdict in MLflow's own status --------------------------------------------
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Any]:
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistrySqlStore
+
+    store = RegistrySqlStore(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield store
+    mlflow_adapter.on_model_version_insert(lambda _conn, _row: None)  # the listener is process-wide
+    store.engine.dispose()
+
+
+def test_a_status_set_at_insert_is_the_one_stored_and_returned(registry: Any) -> None:
+    from mlflow.entities.model_registry import ModelVersionTag
+
+    seen: list[mlflow_adapter.NewModelVersion] = []
+
+    def decide(conn: sa.Connection, row: mlflow_adapter.NewModelVersion) -> str:
+        seen.append(row)
+        conn.execute(sa.text("SELECT 1"))  # the inserting transaction's connection is usable
+        return "PENDING_REGISTRATION"
+
+    mlflow_adapter.on_model_version_insert(decide)
+    mlflow_adapter.on_model_version_insert(decide)  # installing twice listens once
+    registry.create_registered_model("m")
+    created = registry.create_model_version(
+        "m", "mlflow-artifacts:/1/models/m-1/artifacts", tags=[ModelVersionTag("k", "v")]
+    )
+    assert created.status == "PENDING_REGISTRATION"
+    assert registry.get_model_version("m", "1").status == "PENDING_REGISTRATION"
+    assert seen == [
+        mlflow_adapter.NewModelVersion(
+            "default", "m", 1, "mlflow-artifacts:/1/models/m-1/artifacts", {"k": "v"}
+        )
+    ]
+    registry.create_registered_model("copy")
+    copied = registry.copy_model_version(created, "copy")
+    assert copied.status == "PENDING_REGISTRATION" and [row.name for row in seen] == ["m", "copy"]
+
+
+def test_the_outcome_writes_status_message_and_tags_in_one_transaction(registry: Any) -> None:
+    registry.create_registered_model("m")
+    registry.create_model_version("m", "mlflow-artifacts:/x")
+    with registry.engine.begin() as conn:
+        mlflow_adapter.set_model_version_outcome(
+            conn, "default", "m", 1, "FAILED_REGISTRATION", "x" * 600, {"hokusai_scan_verdict": "unsafe"}
+        )
+    with registry.engine.begin() as conn:  # a second outcome replaces the tag, it does not duplicate it
+        mlflow_adapter.set_model_version_outcome(
+            conn, "default", "m", 1, "FAILED_REGISTRATION", "why", {"hokusai_scan_verdict": "error"}
+        )
+    version = registry.get_model_version("m", "1")
+    assert (version.status, version.status_message) == ("FAILED_REGISTRATION", "why")
+    assert version.tags == {"hokusai_scan_verdict": "error"}
+    assert mlflow_adapter.registry_engine is not None
+
+
+def test_the_status_message_column_holds_what_the_outcome_truncates_to() -> None:
+    from mlflow.store.model_registry.dbmodels.models import SqlModelVersion
+
+    assert SqlModelVersion.__table__.c.status_message.type.length == 500
+    assert SqlModelVersion.__table__.c.status.default.arg == "READY"
+
+
+# --- 9. the artifact destination's repository ---------------------------------------------------------------
+
+
+def test_every_proxied_download_reads_the_destination_repository_global(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR
+    from mlflow.server import artifact_router as native
+
+    monkeypatch.setenv(ARTIFACTS_DESTINATION_ENV_VAR, str(tmp_path))
+    monkeypatch.setattr(handlers, "_artifact_repo", None)
+    installed = mlflow_adapter.install_artifact_repository(lambda repo: mlflow_adapter.Delegating(repo))
+    assert handlers._get_artifact_repo_mlflow_artifacts() is installed
+    assert native._get_artifact_repo() is installed
+    for handler in (
+        handlers.get_artifact_handler,
+        handlers.get_model_version_artifact_handler,
+        handlers.get_logged_model_artifact_handler,
+    ):
+        source = inspect.getsource(handler)
+        assert "_get_artifact_repo_mlflow_artifacts()" in source and "_send_artifact(" in source
+    sent = inspect.getsource(handlers._send_artifact)
+    assert "get_local_path(path)" in sent and "download_artifacts(path" in sent
+    routed = inspect.getsource(native.download_artifact)
+    assert "get_local_path(artifact_path)" in routed and "download_artifacts, artifact_path" in routed
+    # the model-version routes read the download URI from the registry store (registry_store.py guards it)
+    assert "get_model_version_download_uri(name, version)" in inspect.getsource(
+        handlers.get_model_version_artifact_handler
+    )
+
+
+def test_a_runs_uri_resolves_through_the_handlers_tracking_store() -> None:
+    assert callable(handlers._get_tracking_store)
+    assert "_get_tracking_store()" in inspect.getsource(mlflow_adapter.run_artifact_location)

@@ -15,12 +15,21 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from hokusai_registry.server import flask_hook, mlflow_adapter, permission_gate, registry_store, scoped_search
+from hokusai_registry.server import (
+    flask_hook,
+    mlflow_adapter,
+    permission_gate,
+    registry_store,
+    scan_store,
+    scoped_search,
+)
 from hokusai_registry.server.auth_store import CachedAuthStore
 from hokusai_registry.server.authenticator import Authenticator
 from hokusai_registry.server.external import ExternalKeyService
 from hokusai_registry.server.keys import KeyStore
 from hokusai_registry.server.middleware import ApiKeyMiddleware
+from hokusai_registry.server.quarantine import Quarantine, QuarantinedRepository
+from hokusai_registry.server.scan_service import ScanService
 from hokusai_registry.settings import ConfigError, Settings
 
 
@@ -48,7 +57,8 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
     flask_hook.install(authenticator)
 
     asgi_app = mlflow_auth.create_app(app or mlflow_flask_app)
-    registry_store.install()
+    scans, quarantine = install_scanning(settings)
+    registry_store.install(scans, quarantine)
     scoped_search.install()
     mlflow_adapter.index_grant_folds()
     if not isinstance(asgi_app, FastAPI):
@@ -60,6 +70,33 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
     if settings.gc_freeze:
         freeze_startup_objects()
     return app_with_keys
+
+
+def install_scanning(settings: Settings) -> tuple[ScanService | None, Quarantine | None]:
+    """Scan every new model version; under ``block``, guard both doors its files could leave by."""
+    if settings.scan_policy == "off":
+        mlflow_adapter.on_model_version_insert(lambda _conn, _row: None)
+        return None, None
+    from hokusai_registry.scanning.engine import scan_files
+
+    engine = mlflow_adapter.registry_engine()
+    scan_store.create_tables(engine)
+    scans = ScanService(
+        engine,
+        settings.artifacts_uri,
+        settings.scan_policy,
+        scan_files,
+        settings.scan_inline_max_bytes,
+        settings.scan_concurrency,
+        resolve_run_location=mlflow_adapter.run_artifact_location,
+    )
+    mlflow_adapter.on_model_version_insert(scans.on_insert)
+    scans.start_sweeping()
+    quarantine = None
+    if settings.scan_policy == "block":
+        quarantine = Quarantine(engine)
+        mlflow_adapter.install_artifact_repository(lambda repo: QuarantinedRepository(repo, quarantine))
+    return scans, quarantine
 
 
 def freeze_startup_objects() -> None:

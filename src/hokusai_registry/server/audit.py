@@ -38,3 +38,10 @@ def record(
         }
     )
     logger.info(entry)
+
+
+def event(action: str, **fields: object) -> None:
+    """An audit line for an action taken outside a request (the CLI releasing a model version)."""
+    logger.info(
+        json.dumps({"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "action": action, **fields})
+    )

@@ -29,6 +29,19 @@ What we rely on (MLflow 3.17):
    the caller holds (``fold_grants_for_key``), once per row of a listing; a grant can only match a key
    of its own type with its own id or ``*`` (``permissions.matches``), so folding just those grants,
    in their original order, gives the same answer (:func:`index_grant_folds`).
+8. A model version is one row of the ORM class ``SqlModelVersion`` (table ``model_versions``), inserted
+   only by the SQL registry store's ``create_model_version`` (``copy_model_version`` calls it), with its
+   ``status`` (default ``READY``), ``status_message`` (500 characters) and ``storage_location`` set on
+   the instance before the flush; the version MLflow returns is built from that instance, so a status
+   set in a ``before_insert`` listener is what the creating client sees (:func:`on_model_version_insert`).
+   Its tags are rows of ``model_version_tags`` keyed by (workspace, name, version, key); MLflow has no
+   API that sets a version's status, so the scan verdict writes both tables directly
+   (:func:`set_model_version_outcome`).
+9. Every proxied file read (the native ``mlflow-artifacts`` download, ``get-artifact``,
+   ``model-versions/get-artifact``, a logged model's files) gets the artifact destination's repository
+   from ``handlers._get_artifact_repo_mlflow_artifacts()``, which returns the module global
+   ``handlers._artifact_repo`` once set, and reads a file with ``get_local_path`` or
+   ``download_artifacts`` (:func:`install_artifact_repository`).
 """
 
 from __future__ import annotations
@@ -40,6 +53,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
+
 __all__ = [
     "ADMIN_BOOTSTRAPPED_ENV",
     "AUTH_STORE_READS",
@@ -47,6 +62,7 @@ __all__ = [
     "USER_SCOPED_WRITES",
     "Delegating",
     "GrantList",
+    "NewModelVersion",
     "PermissionMiddleware",
     "affected_user",
     "auth_database_uri",
@@ -57,6 +73,7 @@ __all__ = [
     "index_grant_folds",
     "index_grants",
     "indexed_retention_gate",
+    "install_artifact_repository",
     "install_auth_store",
     "install_registry_store",
     "intercept_search",
@@ -64,7 +81,11 @@ __all__ = [
     "is_auth_store_write",
     "matches_native_route",
     "native_routes",
+    "on_model_version_insert",
     "read_predicate",
+    "registry_engine",
+    "run_artifact_location",
+    "set_model_version_outcome",
     "use_authorization_function",
 ]
 
@@ -218,6 +239,14 @@ def install_registry_store(wrap: Callable[[Any], W]) -> W:
     from mlflow.server import handlers
 
     handlers._model_registry_store = wrapped = wrap(_original(handlers._get_model_registry_store()))
+    return wrapped
+
+
+def install_artifact_repository(wrap: Callable[[Any], W]) -> W:
+    """Put ``wrap(the artifact destination's repository)`` where every proxied download reads from."""
+    from mlflow.server import handlers
+
+    handlers._artifact_repo = wrapped = wrap(_original(handlers._get_artifact_repo_mlflow_artifacts()))
     return wrapped
 
 
@@ -398,3 +427,100 @@ def index_grant_folds() -> None:
     from mlflow.server import auth
 
     auth.RetentionGate = indexed_retention_gate()
+
+
+# --- model versions: the scan verdict in MLflow's own status ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewModelVersion:
+    """A model version row about to be inserted, as :func:`on_model_version_insert` hands it over."""
+
+    workspace: str
+    name: str
+    version: int
+    storage_location: str
+    tags: dict[str, str]
+
+
+def on_model_version_insert(decide: Callable[[sa.Connection, NewModelVersion], str | None]) -> None:
+    """Call ``decide`` in the inserting transaction of every new model version; a status it returns
+    (``PENDING_REGISTRATION``) is the one the row is written, and returned to its creator, with."""
+    from mlflow.store.model_registry.dbmodels.models import SqlModelVersion
+
+    def before_insert(_mapper: Any, connection: sa.Connection, target: Any) -> None:
+        row = NewModelVersion(
+            workspace=target.workspace or "default",
+            name=target.name,
+            version=int(target.version),
+            storage_location=target.storage_location or target.source or "",
+            tags={tag.key: tag.value for tag in target.model_version_tags or []},
+        )
+        status = decide(connection, row)
+        if status is not None:
+            target.status = status
+
+    previous = _listeners.get("model_version")
+    if previous is not None and sa.event.contains(SqlModelVersion, "before_insert", previous):
+        sa.event.remove(SqlModelVersion, "before_insert", previous)  # building the app twice
+    _listeners["model_version"] = before_insert
+    sa.event.listen(SqlModelVersion, "before_insert", before_insert)
+
+
+_listeners: dict[str, Callable[..., None]] = {}
+
+
+def registry_engine() -> sa.Engine:
+    """The SQL registry store's engine (its database holds the model versions and our scan table)."""
+    from mlflow.server import handlers
+
+    engine: sa.Engine = _original(handlers._get_model_registry_store()).engine
+    return engine
+
+
+def set_model_version_outcome(
+    conn: sa.Connection,
+    workspace: str,
+    name: str,
+    version: int,
+    status: str,
+    message: str | None,
+    tags: dict[str, str],
+) -> None:
+    """Set a version's status and message and replace its tags named in ``tags``, in ``conn``'s
+    transaction (the same one that records the verdict, so the two never disagree)."""
+    from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlModelVersionTag
+
+    versions, version_tags = SqlModelVersion.__table__, SqlModelVersionTag.__table__
+    where = (versions.c.workspace == workspace) & (versions.c.name == name) & (versions.c.version == version)
+    conn.execute(versions.update().where(where).values(status=status, status_message=(message or "")[:500]))
+    tag_where = (
+        (version_tags.c.workspace == workspace)
+        & (version_tags.c.name == name)
+        & (version_tags.c.version == version)
+    )
+    if tags:
+        conn.execute(version_tags.delete().where(tag_where & version_tags.c.key.in_(list(tags))))
+        conn.execute(
+            version_tags.insert(),
+            [
+                {"workspace": workspace, "name": name, "version": version, "key": key, "value": value}
+                for key, value in tags.items()
+            ],
+        )
+
+
+def run_artifact_location(runs_uri: str) -> str | None:
+    """Where ``runs:/RUN_ID/path`` is stored (the run's artifact URI joined with the path), from the
+    tracking store MLflow's handlers use; None if the run is gone."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import handlers
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+    run_id, path = RunsArtifactRepository.parse_runs_uri(runs_uri)
+    try:
+        run = handlers._get_tracking_store().get_run(run_id)
+    except MlflowException:
+        return None
+    root = str(run.info.artifact_uri).rstrip("/")
+    return f"{root}/{path.strip('/')}" if path else root

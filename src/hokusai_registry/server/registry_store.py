@@ -1,21 +1,47 @@
-"""Share the registered-model read between MLflow's permission check and its handler.
+"""The registry store MLflow's handlers and its auth app share, with what the registry adds to it.
 
-For a registry read by name, MLflow's auth app loads the whole registered model only to learn
-whether it is a prompt and which workspace holds it, and then the handler loads it again: a
-second full read (about a quarter of a worker's time on ``registered-models/get``, see
-docs/benchmarks.md). Within one read-only request both see the same answer, so the first read is
-kept in the request state and reused. Nothing outlives the request, so nothing can go stale.
+- **A request-scoped memo of registered models.** For a registry read by name, MLflow's auth app
+  loads the whole registered model only to learn whether it is a prompt and which workspace holds it,
+  and then the handler loads it again: a second full read (about a quarter of a worker's time on
+  ``registered-models/get``, docs/benchmarks.md). Within one read-only request both see the same
+  answer, so the first read is kept in the request state. Nothing outlives the request.
+- **Scans** (scan_service.py): a version created through any route is scanned before its
+  ``create_model_version`` returns when it is small, and its reserved ``hokusai_scan_*`` tags can be
+  written by nobody but the scan (403 ``PERMISSION_DENIED``), so a verdict cannot be forged.
+- **Quarantine** (quarantine.py): a blocked version's download URI is refused.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+
 from hokusai_registry.server import mlflow_adapter
 from hokusai_registry.server.context import current_request
+from hokusai_registry.server.quarantine import Quarantine
+from hokusai_registry.server.scan_service import ScanService
+from hokusai_registry.server.scan_store import TAG_PREFIX
 
 
-class RequestMemoRegistryStore(mlflow_adapter.Delegating):
+def refuse_reserved(keys: list[str]) -> None:
+    reserved = sorted(key for key in keys if key.startswith(TAG_PREFIX))
+    if reserved:
+        raise MlflowException(
+            f"tags starting with {TAG_PREFIX!r} are written only by the registry's model scan: {reserved}",
+            error_code=PERMISSION_DENIED,
+        )
+
+
+class RegistryStore(mlflow_adapter.Delegating):
+    def __init__(
+        self, wrapped: Any, scans: ScanService | None = None, quarantine: Quarantine | None = None
+    ) -> None:
+        super().__init__(wrapped)
+        self.scans = scans
+        self.quarantine = quarantine
+
     def get_registered_model(self, name: str, *args: Any, **kwargs: Any) -> Any:
         state = current_request.get()
         if state is None or not state.read_only or args or kwargs:
@@ -24,7 +50,33 @@ class RequestMemoRegistryStore(mlflow_adapter.Delegating):
             state.registered_models[name] = self.wrapped.get_registered_model(name)
         return state.registered_models[name]
 
+    def create_model_version(self, *args: Any, **kwargs: Any) -> Any:
+        refuse_reserved([tag.key for tag in kwargs.get("tags") or []])
+        created = self.wrapped.create_model_version(*args, **kwargs)
+        return self._after_create(created)
 
-def install() -> RequestMemoRegistryStore:
-    """Make MLflow's handlers and its auth app use the memoizing store (they share one global)."""
-    return mlflow_adapter.install_registry_store(RequestMemoRegistryStore)
+    def copy_model_version(self, *args: Any, **kwargs: Any) -> Any:
+        return self._after_create(self.wrapped.copy_model_version(*args, **kwargs))
+
+    def set_model_version_tag(self, name: str, version: Any, tag: Any) -> Any:
+        refuse_reserved([tag.key])
+        return self.wrapped.set_model_version_tag(name, version, tag)
+
+    def delete_model_version_tag(self, name: str, version: Any, key: str) -> Any:
+        refuse_reserved([key])
+        return self.wrapped.delete_model_version_tag(name, version, key)
+
+    def get_model_version_download_uri(self, name: str, version: Any) -> Any:
+        if self.quarantine is not None:
+            self.quarantine.check_version(name, version)
+        return self.wrapped.get_model_version_download_uri(name, version)
+
+    def _after_create(self, created: Any) -> Any:
+        if self.scans is not None and self.scans.after_create():
+            return self.wrapped.get_model_version(created.name, created.version)  # with its verdict
+        return created
+
+
+def install(scans: ScanService | None = None, quarantine: Quarantine | None = None) -> RegistryStore:
+    """Make MLflow's handlers and its auth app use our store (they share one global)."""
+    return mlflow_adapter.install_registry_store(lambda store: RegistryStore(store, scans, quarantine))

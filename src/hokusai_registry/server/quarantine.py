@@ -1,0 +1,92 @@
+"""Under ``scan_policy=block`` no file of an unsafe, suspicious or not-yet-scanned version leaves the server.
+
+There are two doors, and both are guarded below MLflow's handlers, so no route (REST, ``ajax-api``, the
+UI, an alias, ``models:/NAME/V``) and no caller (admins included) gets past them:
+
+- a version's download URI, which ``get-download-uri``, ``model-versions/get-artifact`` and the stock
+  client's ``models:/`` resolution all ask the registry store for (registry_store.py calls
+  :meth:`Quarantine.check_version`);
+- the artifact destination's repository, which every proxied file read goes through (the native
+  ``mlflow-artifacts`` download, a run's ``get-artifact``, a logged model's files): a path under a
+  blocked version's files is refused (:class:`QuarantinedRepository`).
+
+The refusal is a 403 whose JSON ``error_code`` is ``MODEL_QUARANTINED`` and whose message names the
+finding. Listing files stays allowed: names are not code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from mlflow.exceptions import MlflowException
+
+from hokusai_registry.server import mlflow_adapter, scan_store
+from hokusai_registry.server.scan_store import ScanRecord, VersionKey
+
+__all__ = ["ModelQuarantined", "Quarantine", "QuarantinedRepository", "ancestors"]
+
+ERROR_CODE = "MODEL_QUARANTINED"
+
+
+class ModelQuarantined(MlflowException):  # type: ignore[misc]
+    """403 ``MODEL_QUARANTINED``: MLflow's handlers serialize it like any of their own errors."""
+
+    def __init__(self, record: ScanRecord) -> None:
+        if record.state == scan_store.PENDING:
+            why = "it has not been scanned yet; try again when its status is READY"
+        else:
+            why = f"its scan found {record.summary or record.verdict}"
+        super().__init__(
+            f"model version {record.key} is quarantined: {why}. An admin can inspect it with "
+            f"`hokusai-registry scan show {record.key.name} {record.key.version}`"
+        )
+
+    def get_http_status_code(self) -> int:
+        return 403
+
+    def serialize_as_json(self) -> str:
+        return json.dumps({"error_code": ERROR_CODE, "message": self.message})
+
+
+def ancestors(path: str) -> list[str]:
+    """``a/b/c`` -> ``["a", "a/b", "a/b/c"]``: the prefixes a blocked version's files could have."""
+    parts = [part for part in path.strip("/").split("/") if part]
+    return ["/".join(parts[: index + 1]) for index in range(len(parts))]
+
+
+class Quarantine:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def check_version(self, name: str, version: str | int) -> None:
+        try:
+            key = VersionKey("default", str(name), int(version))
+        except (TypeError, ValueError):
+            return  # MLflow's own handler refuses a malformed version
+        record = scan_store.get(self.engine, key)
+        if record is not None and record.blocked:
+            raise ModelQuarantined(record)
+
+    def check_path(self, path: str) -> None:
+        """Refuse a file under a blocked version's files, or a directory that holds some."""
+        record = scan_store.blocked_at_or_around(self.engine, path.strip("/"), ancestors(path))
+        if record is not None:
+            raise ModelQuarantined(record)
+
+
+class QuarantinedRepository(mlflow_adapter.Delegating):
+    """The artifact destination's repository, refusing reads under a blocked version's files."""
+
+    def __init__(self, wrapped: Any, quarantine: Quarantine) -> None:
+        super().__init__(wrapped)
+        self.quarantine = quarantine
+
+    def get_local_path(self, artifact_path: str) -> Any:
+        self.quarantine.check_path(artifact_path)
+        return self.wrapped.get_local_path(artifact_path)
+
+    def download_artifacts(self, artifact_path: str, dst_path: str | None = None) -> Any:
+        self.quarantine.check_path(artifact_path)
+        return self.wrapped.download_artifacts(artifact_path, dst_path)

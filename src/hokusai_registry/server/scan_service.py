@@ -1,0 +1,189 @@
+"""Every new model version is scanned once, off the event loop, and its verdict set as its MLflow status.
+
+A new version is inserted ``PENDING_REGISTRATION`` with its pending scan row (scan_store.py). Right after
+MLflow creates it, still in the ``create_model_version`` request (a Flask thread, never the event
+loop), a small model (``scan_inline_max_bytes``, the common case) is scanned there, so the response
+already says ``READY`` or ``FAILED_REGISTRATION`` and the stock client never waits its 3 s poll. A larger
+one goes to this worker's background pool (``scan_concurrency`` threads). Whoever scans holds a lease on
+the row and renews it; if the worker dies, the lease runs out and any worker's sweep (every
+``SWEEP_SECONDS``) takes the scan over, so every version gets its one verdict within a minute.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from mlflow.prompt.constants import IS_PROMPT_TAG_KEY
+
+from hokusai_registry.scanning.report import Finding, ScanReport, Verdict
+from hokusai_registry.scanning.sources import ModelFiles, StoredFile, artifact_prefix
+from hokusai_registry.server import scan_store
+from hokusai_registry.server.mlflow_adapter import NewModelVersion
+from hokusai_registry.server.scan_store import VersionKey
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["block", "warn", "off"]
+Scanner = Callable[[Iterator[tuple[StoredFile, Any]]], ScanReport]
+LEASE = dt.timedelta(seconds=30)
+SWEEP_SECONDS = 10.0
+
+
+def outcome_for(report: ScanReport, policy: Policy) -> scan_store.Outcome:
+    """Under ``block`` only a clean model is served; under ``warn`` every model is, its verdict tagged."""
+    clean = report.verdict is Verdict.CLEAN
+    if policy == "block" and not clean:
+        message = f"quarantined by hokusai-registry's model scan: {report.summary()}"
+        return scan_store.Outcome(scan_store.FAILED_REGISTRATION, message, blocked=True)
+    return scan_store.Outcome(
+        scan_store.READY, None if clean else f"scan warning: {report.summary()}", blocked=False
+    )
+
+
+class ScanService:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        artifacts_uri: str,
+        policy: Policy,
+        scanner: Scanner,
+        inline_max_bytes: int,
+        concurrency: int,
+        resolve_run_location: Callable[[str], str | None] = lambda _: None,
+    ) -> None:
+        self.engine = engine
+        self.artifacts_uri = artifacts_uri
+        self.policy = policy
+        self.scanner = scanner
+        self.inline_max_bytes = inline_max_bytes
+        self.resolve_run_location = resolve_run_location
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="hokusai-scan")
+        self._inserted = threading.local()
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    # --- called by MLflow's create_model_version (mlflow_adapter.on_model_version_insert) ------------
+
+    def on_insert(self, conn: sa.Connection, row: NewModelVersion) -> str | None:
+        if self.policy == "off" or row.tags.get(IS_PROMPT_TAG_KEY) == "true":  # a prompt has no files
+            return None
+        key = VersionKey(row.workspace, row.name, row.version)
+        prefix = artifact_prefix(row.storage_location, self.artifacts_uri)
+        scan_store.insert_pending(conn, key, row.storage_location, prefix, blocked=self.policy == "block")
+        self._inserted.key = key
+        return scan_store.PENDING_REGISTRATION
+
+    def after_create(self) -> bool:
+        """Scan the version this thread just inserted: True if its verdict is in (scanned inline)."""
+        key: VersionKey | None = getattr(self._inserted, "key", None)
+        self._inserted.key = None
+        if key is None:
+            return False
+        record = scan_store.get(self.engine, key)
+        if record is not None and record.artifact_prefix is None:
+            self._resolve_prefix(key, record.storage_location)
+        if not scan_store.claim(self.engine, key, self.owner, LEASE):
+            return False  # a sweep took it first
+        files = self._files(key)
+        if files is not None and sum(stored.size for stored in files.listing()) > self.inline_max_bytes:
+            self._submit(key)
+            return False
+        self._scan_claimed(key)
+        return True
+
+    # --- scanning ---------------------------------------------------------------------------------
+
+    def _resolve_prefix(self, key: VersionKey, storage_location: str) -> None:
+        location = (
+            self.resolve_run_location(storage_location) if storage_location.startswith("runs:") else None
+        )
+        prefix = artifact_prefix(location, self.artifacts_uri) if location else None
+        if prefix is not None:
+            scan_store.set_prefix(self.engine, key, prefix)
+
+    def _files(self, key: VersionKey) -> ModelFiles | None:
+        record = scan_store.get(self.engine, key)
+        if record is None or record.artifact_prefix is None:
+            return None
+        return ModelFiles(self.artifacts_uri, record.artifact_prefix)
+
+    def _submit(self, key: VersionKey) -> None:
+        try:
+            self._pool.submit(self._scan_claimed, key)
+        except RuntimeError:  # shutting down: the lease runs out and another worker's sweep takes it
+            log.warning("not scanning %s: this worker is stopping", key)
+
+    def _scan_claimed(self, key: VersionKey) -> None:
+        renewing = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(key, renewing), daemon=True)
+        renewer.start()
+        try:
+            report = self._report(key)
+        finally:
+            renewing.set()
+            renewer.join()
+        if scan_store.finish(self.engine, key, self.owner, report, outcome_for(report, self.policy)):
+            log.info("scanned %s: %s", key, report.summary())
+        else:
+            log.warning("scan of %s finished, but another worker recorded its verdict first", key)
+
+    def _report(self, key: VersionKey) -> ScanReport:
+        files = self._files(key)
+        if files is None:
+            record = scan_store.get(self.engine, key)
+            where = record.storage_location if record else "?"
+            detail = (
+                f"its files ({where}) are not in this registry's artifact store, so they cannot be scanned"
+            )
+            return ScanReport("hokusai-registry", [], [Finding(".", Verdict.ERROR, detail)])
+        try:
+            return self.scanner(files.open_each())
+        except Exception as error:  # a scanner bug or a storage error: never a clean verdict
+            log.exception("scan of %s failed", key)
+            return ScanReport("hokusai-registry", [], [Finding(".", Verdict.ERROR, f"scan failed: {error}")])
+
+    def _renew(self, key: VersionKey, done: threading.Event) -> None:
+        while not done.wait(LEASE.total_seconds() / 3):
+            if not scan_store.extend(self.engine, key, self.owner, LEASE):
+                return
+
+    # --- recovery -------------------------------------------------------------------------------------
+
+    def start_sweeping(self, interval: float = SWEEP_SECONDS) -> None:
+        if self.policy == "off" or self._sweeper is not None:
+            return
+        self._sweeper = threading.Thread(target=self._sweep_forever, args=(interval,), daemon=True)
+        self._sweeper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def sweep_once(self) -> int:
+        """Take over the scans whose worker died, and those nobody took yet (rescans)."""
+        taken = 0
+        for key in scan_store.claimable(self.engine):
+            if scan_store.claim(self.engine, key, self.owner, LEASE):
+                record = scan_store.get(self.engine, key)
+                if record is not None and record.artifact_prefix is None:
+                    self._resolve_prefix(key, record.storage_location)
+                self._submit(key)
+                taken += 1
+        return taken
+
+    def _sweep_forever(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.sweep_once()
+            except Exception:  # the database is away: try again next interval
+                log.exception("scan sweep failed")

@@ -1,0 +1,319 @@
+"""The scan table (in the registry database, beside MLflow's model versions): one row per version.
+
+A row is written in the same transaction as its model version (mlflow_adapter.on_model_version_insert),
+so a version is never visible without one. Its life:
+
+    pending ──claim──> pending, leased to one worker ──finish──> done (verdict, report)
+        ^                       │ lease runs out (the worker died)          │
+        └────────── any worker's sweep claims it again ──────────────────────┘ rescan
+
+``finish`` only writes where the row is still pending and leased to the caller, in one transaction
+with the version's status, so each version gets exactly one final verdict, whichever replica scanned.
+``blocked`` is what the download gate reads: true from insert until a clean verdict or a release.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+
+import sqlalchemy as sa
+
+from hokusai_registry.scanning.report import ScanReport, Verdict
+from hokusai_registry.server import mlflow_adapter
+
+metadata = sa.MetaData()
+
+scans = sa.Table(
+    "hokusai_scans",
+    metadata,
+    sa.Column("workspace", sa.String(63), primary_key=True),
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("storage_location", sa.String(500), nullable=False),
+    # The version's files as a path under the artifact destination; None until resolved (runs:/ sources).
+    sa.Column("artifact_prefix", sa.String(1000), index=True),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | done
+    sa.Column("blocked", sa.Boolean, nullable=False),
+    sa.Column("verdict", sa.String(16)),
+    sa.Column("summary", sa.String(500)),
+    sa.Column("report", sa.Text),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("released_by", sa.String(255)),
+    sa.Column("released_reason", sa.String(1000)),
+    sa.Index("hokusai_scans_pending", "state", "lease_until"),
+)
+
+PENDING, DONE = "pending", "done"
+READY, PENDING_REGISTRATION, FAILED_REGISTRATION = "READY", "PENDING_REGISTRATION", "FAILED_REGISTRATION"
+TAG_PREFIX = "hokusai_scan_"
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class VersionKey:
+    workspace: str
+    name: str
+    version: int
+
+    def where(self) -> sa.ColumnElement[bool]:
+        return (
+            (scans.c.workspace == self.workspace)
+            & (scans.c.name == self.name)
+            & (scans.c.version == self.version)
+        )
+
+    def __str__(self) -> str:
+        return f"{self.name} version {self.version}"
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    key: VersionKey
+    storage_location: str
+    artifact_prefix: str | None
+    state: str
+    blocked: bool
+    verdict: Verdict | None
+    summary: str | None
+    report: ScanReport | None
+    attempts: int
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    released_by: str | None
+    released_reason: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.key.name,
+            "version": self.key.version,
+            "state": self.state,
+            "verdict": self.verdict.value if self.verdict else None,
+            "blocked": self.blocked,
+            "summary": self.summary,
+            "scanner": self.report.scanner if self.report else None,
+            "findings": [asdict(finding) for finding in self.report.findings] if self.report else [],
+            "manifest": [asdict(stored) for stored in self.report.files] if self.report else [],
+            "attempts": self.attempts,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "released_by": self.released_by,
+            "released_reason": self.released_reason,
+        }
+
+    @classmethod
+    def from_row(cls, row: sa.Row[tuple[object, ...]]) -> ScanRecord:
+        data = row._mapping
+        return cls(
+            key=VersionKey(data["workspace"], data["name"], data["version"]),
+            storage_location=data["storage_location"],
+            artifact_prefix=data["artifact_prefix"],
+            state=data["state"],
+            blocked=bool(data["blocked"]),
+            verdict=Verdict(data["verdict"]) if data["verdict"] else None,
+            summary=data["summary"],
+            report=ScanReport.from_json(data["report"]) if data["report"] else None,
+            attempts=data["attempts"],
+            created_at=data["created_at"],
+            finished_at=data["finished_at"],
+            released_by=data["released_by"],
+            released_reason=data["released_reason"],
+        )
+
+
+def create_tables(engine: sa.Engine) -> None:
+    metadata.create_all(engine)
+
+
+def insert_pending(
+    conn: sa.Connection, key: VersionKey, storage_location: str, prefix: str | None, *, blocked: bool
+) -> None:
+    conn.execute(
+        scans.insert().values(
+            workspace=key.workspace,
+            name=key.name,
+            version=key.version,
+            storage_location=storage_location,
+            artifact_prefix=prefix,
+            state=PENDING,
+            blocked=blocked,
+            attempts=0,
+            created_at=now(),
+        )
+    )
+
+
+def set_prefix(engine: sa.Engine, key: VersionKey, prefix: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(scans.update().where(key.where()).values(artifact_prefix=prefix))
+
+
+def get(engine: sa.Engine, key: VersionKey) -> ScanRecord | None:
+    with engine.connect() as conn:
+        row = conn.execute(scans.select().where(key.where())).first()
+    return ScanRecord.from_row(row) if row else None
+
+
+def versions_of(engine: sa.Engine, name: str) -> list[VersionKey]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(scans.c.workspace, scans.c.name, scans.c.version)
+            .where(scans.c.name == name)
+            .order_by(scans.c.version)
+        ).all()
+    return [VersionKey(*row) for row in rows]
+
+
+def claim(engine: sa.Engine, key: VersionKey, owner: str, lease: dt.timedelta) -> bool:
+    """Take the scan of ``key`` if it is pending and nobody holds a live lease on it."""
+    at = now()
+    with engine.begin() as conn:
+        taken = conn.execute(
+            scans.update()
+            .where(key.where() & (scans.c.state == PENDING))
+            .where(
+                (scans.c.lease_until.is_(None)) | (scans.c.lease_until < at) | (scans.c.lease_owner == owner)
+            )
+            .values(lease_owner=owner, lease_until=at + lease, attempts=scans.c.attempts + 1)
+        ).rowcount
+    return bool(taken)
+
+
+def extend(engine: sa.Engine, key: VersionKey, owner: str, lease: dt.timedelta) -> bool:
+    with engine.begin() as conn:
+        kept = conn.execute(
+            scans.update()
+            .where(key.where() & (scans.c.state == PENDING) & (scans.c.lease_owner == owner))
+            .values(lease_until=now() + lease)
+        ).rowcount
+    return bool(kept)
+
+
+def claimable(engine: sa.Engine, limit: int = 20) -> list[VersionKey]:
+    """Pending scans whose lease ran out (their worker died) or that nobody took yet."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(scans.c.workspace, scans.c.name, scans.c.version)
+            .where(
+                (scans.c.state == PENDING) & ((scans.c.lease_until.is_(None)) | (scans.c.lease_until < now()))
+            )
+            .order_by(scans.c.created_at)
+            .limit(limit)
+        ).all()
+    return [VersionKey(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a verdict does to the version under the operator's policy."""
+
+    status: str
+    message: str | None
+    blocked: bool
+
+
+def finish(engine: sa.Engine, key: VersionKey, owner: str, report: ScanReport, outcome: Outcome) -> bool:
+    """Record the verdict and set the version's status, once: False if another worker got there first."""
+    with engine.begin() as conn:
+        done = conn.execute(
+            scans.update()
+            .where(key.where() & (scans.c.state == PENDING) & (scans.c.lease_owner == owner))
+            .values(
+                state=DONE,
+                blocked=outcome.blocked,
+                verdict=report.verdict.value,
+                summary=report.summary(),
+                report=report.to_json(),
+                finished_at=now(),
+                lease_owner=None,
+                lease_until=None,
+            )
+        ).rowcount
+        if done:
+            mlflow_adapter.set_model_version_outcome(
+                conn,
+                key.workspace,
+                key.name,
+                key.version,
+                outcome.status,
+                outcome.message,
+                verdict_tags(report),
+            )
+    return bool(done)
+
+
+def verdict_tags(report: ScanReport) -> dict[str, str]:
+    """The version tags a verdict leaves, readable by anyone who can read the version."""
+    return {
+        f"{TAG_PREFIX}verdict": report.verdict.value,
+        f"{TAG_PREFIX}scanner": report.scanner,
+        f"{TAG_PREFIX}findings": "\n".join(finding.line() for finding in report.findings)[:5000] or "none",
+        f"{TAG_PREFIX}files": str(len(report.files)),
+    }
+
+
+def release(engine: sa.Engine, key: VersionKey, by: str, reason: str) -> ScanRecord:
+    """Serve a quarantined version as READY: an admin looked at its findings and accepts them."""
+    with engine.begin() as conn:
+        changed = conn.execute(
+            scans.update()
+            .where(key.where() & (scans.c.state == DONE))
+            .values(blocked=False, released_by=by, released_reason=reason)
+        ).rowcount
+        if not changed:
+            raise LookupError(f"{key} has no finished scan to release (is it still being scanned?)")
+        mlflow_adapter.set_model_version_outcome(
+            conn,
+            key.workspace,
+            key.name,
+            key.version,
+            READY,
+            f"released by {by}: {reason}",
+            {f"{TAG_PREFIX}released_by": by, f"{TAG_PREFIX}released_reason": reason[:5000]},
+        )
+    record = get(engine, key)
+    assert record is not None
+    return record
+
+
+def rescan(engine: sa.Engine, keys: list[VersionKey], *, blocked: bool) -> int:
+    """Put versions back to pending: any running worker's sweep scans them again within its interval."""
+    with engine.begin() as conn:
+        for key in keys:
+            conn.execute(
+                scans.update()
+                .where(key.where())
+                .values(
+                    state=PENDING,
+                    blocked=blocked,
+                    lease_owner=None,
+                    lease_until=None,
+                    released_by=None,
+                    released_reason=None,
+                )
+            )
+            mlflow_adapter.set_model_version_outcome(
+                conn, key.workspace, key.name, key.version, PENDING_REGISTRATION, "being scanned again", {}
+            )
+    return len(keys)
+
+
+def blocked_at_or_around(engine: sa.Engine, path: str, ancestors: list[str]) -> ScanRecord | None:
+    """A blocked version whose files hold ``path`` (their prefix is one of its ``ancestors``) or lie
+    under it (``path`` is a directory above them)."""
+    below = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+    with engine.connect() as conn:
+        row = conn.execute(
+            scans.select()
+            .where(scans.c.blocked)
+            .where(scans.c.artifact_prefix.in_(ancestors) | scans.c.artifact_prefix.like(below, escape="\\"))
+            .limit(1)
+        ).first()
+    return ScanRecord.from_row(row) if row else None

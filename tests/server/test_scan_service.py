@@ -1,0 +1,240 @@
+"""A version's scan from insert to verdict, against MLflow's real SQL registry store and our real scanner.
+
+Several ``ScanService`` objects on one database stand for several workers (or replicas): leases decide
+who scans, and a verdict is recorded once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+from hokusai_registry.scanning.engine import scan_files
+from hokusai_registry.server import mlflow_adapter, scan_store
+from hokusai_registry.server.quarantine import ModelQuarantined, Quarantine
+from hokusai_registry.server.registry_store import RegistryStore
+from hokusai_registry.server.scan_service import Policy, ScanService
+from hokusai_registry.server.scan_store import VersionKey
+
+OS_SYSTEM = b"\x80\x02cos\nsystem\nq\x00."  # references os.system, calls nothing; never loaded
+MLMODEL = b"artifact_path: model\nflavors: {}\n"
+
+
+class World:
+    def __init__(self, root: Path) -> None:
+        self.artifacts = root / "artifacts"
+        self.store = SqlAlchemyStore(f"sqlite:///{root / 'mlflow.db'}")
+        self.engine: sa.Engine = self.store.engine
+        scan_store.create_tables(self.engine)
+        self.models = 0
+
+    def service(self, policy: Policy = "block", inline_max_bytes: int = 1 << 20) -> ScanService:
+        service = ScanService(self.engine, str(self.artifacts), policy, scan_files, inline_max_bytes, 1)
+        mlflow_adapter.on_model_version_insert(service.on_insert)
+        return service
+
+    def model(self, files: dict[str, bytes]) -> str:
+        """Files stored as a logged model's artifacts are; returns the version source."""
+        self.models += 1
+        root = self.artifacts / "1" / "models" / f"m-{self.models}" / "artifacts"
+        for name, data in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        return f"mlflow-artifacts:/1/models/m-{self.models}/artifacts"
+
+    def create(self, service: ScanService, name: str, files: dict[str, bytes]) -> Any:
+        store = RegistryStore(self.store, service, Quarantine(self.engine))
+        if not self.store.search_registered_models(f"name='{name}'"):
+            store.create_registered_model(name)
+        return store.create_model_version(name=name, source=self.model(files))
+
+    def status(self, name: str, version: int = 1) -> tuple[str, str | None]:
+        got = self.store.get_model_version(name, str(version))
+        return got.status, got.status_message
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    world = World(tmp_path)
+    yield world
+    mlflow_adapter.on_model_version_insert(lambda _conn, _row: None)
+    world.engine.dispose()
+
+
+def wait_for(predicate: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_small_clean_model_is_ready_in_its_create_response(world: World) -> None:
+    created = world.create(world.service(), "clean", {"MLmodel": MLMODEL, "weights.bin": b"\0" * 1024})
+    assert created.status == "READY"
+    record = scan_store.get(world.engine, VersionKey("default", "clean", 1))
+    assert record is not None and record.verdict is not None and record.verdict.value == "clean"
+    assert not record.blocked and record.report is not None
+    assert sorted(stored.path for stored in record.report.files) == ["MLmodel", "weights.bin"]
+    assert world.store.get_model_version("clean", "1").tags["hokusai_scan_verdict"] == "clean"
+
+
+def test_an_unsafe_model_fails_registration_naming_the_file_and_the_call(world: World) -> None:
+    created = world.create(world.service(), "bad", {"MLmodel": MLMODEL, "model/python_model.pkl": OS_SYSTEM})
+    assert created.status == "FAILED_REGISTRATION"
+    assert "model/python_model.pkl" in created.status_message and "os.system" in created.status_message
+    tags = world.store.get_model_version("bad", "1").tags
+    assert tags["hokusai_scan_verdict"] == "unsafe" and "os.system" in tags["hokusai_scan_findings"]
+    with pytest.raises(ModelQuarantined, match=r"os\.system"):
+        Quarantine(world.engine).check_version("bad", 1)
+
+
+def test_under_warn_an_unsafe_model_is_served_with_its_verdict(world: World) -> None:
+    created = world.create(world.service("warn"), "warned", {"model.pkl": OS_SYSTEM})
+    assert created.status == "READY" and "os.system" in created.status_message
+    Quarantine(world.engine).check_version("warned", 1)  # not blocked
+    assert world.store.get_model_version("warned", "1").tags["hokusai_scan_verdict"] == "unsafe"
+
+
+def test_under_off_versions_start_ready_and_nothing_is_recorded(world: World) -> None:
+    created = world.create(world.service("off"), "plain", {"model.pkl": OS_SYSTEM})
+    assert created.status == "READY"
+    assert scan_store.get(world.engine, VersionKey("default", "plain", 1)) is None
+
+
+def test_a_prompt_version_is_not_scanned(world: World) -> None:
+    from mlflow.entities.model_registry import ModelVersionTag
+    from mlflow.prompt.constants import IS_PROMPT_TAG_KEY
+
+    world.service()
+    world.store.create_registered_model("prompt")
+    created = world.store.create_model_version(
+        "prompt", "dummy-source", tags=[ModelVersionTag(IS_PROMPT_TAG_KEY, "true")]
+    )
+    assert created.status == "READY"
+    assert scan_store.get(world.engine, VersionKey("default", "prompt", 1)) is None
+
+
+def test_a_large_model_is_scanned_in_the_background(world: World) -> None:
+    service = world.service(inline_max_bytes=10)
+    created = world.create(service, "large", {"model.pkl": OS_SYSTEM, "weights.bin": b"\0" * 4096})
+    assert created.status == "PENDING_REGISTRATION"
+    wait_for(lambda: world.status("large")[0] != "PENDING_REGISTRATION")
+    assert world.status("large")[0] == "FAILED_REGISTRATION"
+    service.stop()
+
+
+def expire_lease(world: World, key: VersionKey) -> None:
+    with world.engine.begin() as conn:
+        conn.execute(
+            scan_store.scans.update()
+            .where(key.where())
+            .values(lease_until=scan_store.now() - dt.timedelta(seconds=1))
+        )
+
+
+def test_a_scan_whose_worker_died_is_taken_over_and_gets_one_verdict(world: World) -> None:
+    dead = world.service(inline_max_bytes=10)
+    dead.stop()  # its pool takes no more work: the background scan never runs, as if the worker died
+    world.create(dead, "orphan", {"model.pkl": OS_SYSTEM, "weights.bin": b"\0" * 4096})
+    key = VersionKey("default", "orphan", 1)
+    survivor = world.service()
+    assert survivor.sweep_once() == 0  # the dead worker's lease is still live
+    expire_lease(world, key)
+    assert survivor.sweep_once() == 1
+    wait_for(lambda: world.status("orphan")[0] == "FAILED_REGISTRATION")
+    record = scan_store.get(world.engine, key)
+    assert record is not None and record.attempts == 2
+    # the dead worker, coming back with its old verdict, cannot overwrite the recorded one
+    assert record.report is not None
+    outcome = scan_store.Outcome("READY", None, blocked=False)
+    assert not scan_store.finish(world.engine, key, dead.owner, record.report, outcome)
+    assert world.status("orphan")[0] == "FAILED_REGISTRATION"
+    survivor.stop()
+
+
+def test_only_the_leaseholder_records_a_verdict(world: World) -> None:
+    first = world.service(inline_max_bytes=10)
+    first.stop()
+    world.create(first, "raced", {"model.pkl": b"not a pickle at all, just text\n"})
+    key = VersionKey("default", "raced", 1)
+    second = world.service()  # on the same database: another worker
+    assert not scan_store.claim(world.engine, key, second.owner, scan_store_lease())
+    assert scan_store.claim(world.engine, key, first.owner, scan_store_lease())  # its own lease, renewed
+
+
+def scan_store_lease() -> dt.timedelta:
+    return dt.timedelta(seconds=30)
+
+
+def test_release_serves_a_quarantined_version_and_rescan_takes_it_back(world: World) -> None:
+    service = world.service()
+    world.create(service, "bad", {"model.pkl": OS_SYSTEM})
+    key = VersionKey("default", "bad", 1)
+    released = scan_store.release(world.engine, key, "cli:ops", "reviewed: a test fixture")
+    assert not released.blocked and released.released_by == "cli:ops"
+    assert world.status("bad") == ("READY", "released by cli:ops: reviewed: a test fixture")
+    Quarantine(world.engine).check_version("bad", 1)
+
+    scan_store.rescan(world.engine, [key], blocked=True)
+    assert world.status("bad")[0] == "PENDING_REGISTRATION"
+    with pytest.raises(ModelQuarantined, match="not been scanned yet"):
+        Quarantine(world.engine).check_version("bad", 1)
+    assert service.sweep_once() == 1
+    wait_for(lambda: world.status("bad")[0] == "FAILED_REGISTRATION")
+    service.stop()
+
+
+def test_a_pending_version_cannot_be_released(world: World) -> None:
+    service = world.service(inline_max_bytes=10)
+    service.stop()
+    world.create(service, "waiting", {"model.pkl": OS_SYSTEM, "weights.bin": b"\0" * 64})
+    with pytest.raises(LookupError, match="still being scanned"):
+        scan_store.release(world.engine, VersionKey("default", "waiting", 1), "cli:ops", "impatient")
+
+
+def test_reserved_tags_are_refused_to_every_client(world: World) -> None:
+    from mlflow.entities.model_registry import ModelVersionTag
+    from mlflow.exceptions import MlflowException
+
+    service = world.service()
+    world.create(service, "clean", {"MLmodel": MLMODEL})
+    store = RegistryStore(world.store, service, Quarantine(world.engine))
+    for attempt in (
+        lambda: store.set_model_version_tag("clean", "1", ModelVersionTag("hokusai_scan_verdict", "clean")),
+        lambda: store.delete_model_version_tag("clean", "1", "hokusai_scan_verdict"),
+        lambda: store.create_model_version(
+            name="clean", source=world.model({"a": b""}), tags=[ModelVersionTag("hokusai_scan_x", "1")]
+        ),
+    ):
+        with pytest.raises(MlflowException, match="hokusai_scan_") as refused:
+            attempt()
+        assert refused.value.get_http_status_code() == 403
+    assert world.store.get_model_version("clean", "1").tags["hokusai_scan_verdict"] == "clean"
+    assert len(world.store.search_model_versions("name='clean'")) == 1  # the refused create wrote nothing
+
+
+def test_the_path_gate_covers_files_under_and_directories_above_a_blocked_version(world: World) -> None:
+    world.create(world.service(), "bad", {"model.pkl": OS_SYSTEM})  # files at 1/models/m-1/artifacts
+    gate = Quarantine(world.engine)
+    for refused in ("1/models/m-1/artifacts/model.pkl", "1/models/m-1/artifacts", "1/models", "1"):
+        with pytest.raises(ModelQuarantined):
+            gate.check_path(refused)
+    for allowed in ("1/models/m-10/artifacts/model.pkl", "1/models/m-1/artifactsX/y", "2/models/m-1"):
+        gate.check_path(allowed)
+
+
+def test_like_wildcards_in_a_path_match_only_themselves(world: World) -> None:
+    with world.engine.begin() as conn:
+        scan_store.insert_pending(conn, VersionKey("default", "w", 1), "x", "axb/c", blocked=True)
+    gate = Quarantine(world.engine)
+    with pytest.raises(ModelQuarantined):
+        gate.check_path("axb")
+    gate.check_path("a_b")  # "_" is no wildcard here
+    gate.check_path("a%")
