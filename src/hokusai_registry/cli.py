@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -15,11 +15,15 @@ from rich.table import Table
 
 from hokusai_registry.settings import ConfigError, Settings
 
+if TYPE_CHECKING:
+    from hokusai_registry.register import RegistrationError
+
 HELP = """An authenticated MLflow model registry: third parties register models with the stock MLflow
 client and an API key, and the server stores the artifacts itself.
 
 up runs the registry, keys manages API keys, register uploads a model with its token metadata,
-verify checks a deployment end to end, deploy ecs ships a new image to AWS ECS.
+scan shows and releases what the model scan quarantined, verify checks a deployment end to end,
+deploy ecs ships a new image to AWS ECS.
 """
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP, rich_markup_mode=None)
@@ -47,6 +51,10 @@ keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API k
 app.add_typer(keys_app, name="keys")
 deploy_app = typer.Typer(no_args_is_help=True, help="Deploy a new registry image.", rich_markup_mode=None)
 app.add_typer(deploy_app, name="deploy")
+scan_app = typer.Typer(
+    no_args_is_help=True, help="Inspect, release and re-scan model versions' scans.", rich_markup_mode=None
+)
+app.add_typer(scan_app, name="scan")
 err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
@@ -203,6 +211,129 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, db_uri: DbUri = None) -> 
     err.print(f"revoked key {record.id} of user {record.username!r}")
 
 
+BackendUri = Annotated[
+    str | None,
+    typer.Option(
+        help="Registry database URI [env: HOKUSAI_REGISTRY_BACKEND_STORE_URI; default: the data dir's]"
+    ),
+]
+
+
+def open_scans(data_dir: Path | None, backend_store_uri: str | None) -> Any:
+    """The scan table of the server with this data dir (or of the database --backend-store-uri names)."""
+    import sqlalchemy as sa
+
+    from hokusai_registry.server import scan_store
+
+    settings = load_settings(data_dir=data_dir, backend_store_uri=backend_store_uri)
+    missing = not settings.backend_store_uri and not (settings.data_dir / "mlflow.db").exists()
+    if missing:
+        raise fail(
+            f"no registry database in {settings.data_dir.resolve()}: pass --data-dir or --backend-store-uri"
+        )
+    engine = sa.create_engine(settings.tracking_uri)
+    scan_store.create_tables(engine)
+    return engine, settings
+
+
+def version_key(name: str, version: int) -> Any:
+    from hokusai_registry.server.scan_store import VersionKey
+
+    return VersionKey("default", name, version)
+
+
+@scan_app.command("show")
+def scan_show(
+    name: str,
+    version: int,
+    data_dir: DataDir = None,
+    backend_store_uri: BackendUri = None,
+    as_json: AsJson = False,
+) -> None:
+    """A version's scan: state, verdict, findings, and the SHA-256 of every file scanned."""
+    from hokusai_registry.server import scan_store
+
+    engine, _ = open_scans(data_dir, backend_store_uri)
+    record = scan_store.get(engine, version_key(name, version))
+    if record is None:
+        raise fail(
+            f"{name} version {version} has no scan (it does not exist, or was made with scanning off)", 1
+        )
+    data = record.to_json()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    out = Console()
+    grid = Table.grid(padding=(0, 2))
+    for label in ("state", "verdict", "blocked", "summary", "scanner", "released_by", "released_reason"):
+        if data.get(label) not in (None, ""):
+            grid.add_row(f"[bold]{label.replace('_', ' ')}[/bold]", str(data[label]))
+    out.print(f"[bold]{name}[/bold] version {version}", grid, highlight=False)
+    if record.report is not None:
+        findings = Table("verdict", "file", "finding", box=box.SIMPLE_HEAD, pad_edge=False, title="findings")
+        for finding in record.report.findings:
+            findings.add_row(finding.verdict.value, finding.path, finding.detail)
+        files = Table("file", "bytes", "kind", "verdict", "sha256", box=box.SIMPLE_HEAD, pad_edge=False)
+        files.title = "manifest"
+        for stored in record.report.files:
+            files.add_row(stored.path, f"{stored.size:,}", stored.kind, stored.verdict.value, stored.sha256)
+        out.print(findings if record.report.findings else "no findings", files)
+
+
+@scan_app.command("release")
+def scan_release(
+    name: str,
+    version: int,
+    reason: Annotated[str, typer.Option(help="Why this version is safe to serve (kept with it, audited)")],
+    data_dir: DataDir = None,
+    backend_store_uri: BackendUri = None,
+) -> None:
+    """Serve a quarantined version as READY, after you have read its findings."""
+    import getpass
+
+    from hokusai_registry.server import audit, scan_store
+
+    if not reason.strip():
+        raise typer.BadParameter("say why the version is safe to serve", param_hint="--reason")
+    engine, _ = open_scans(data_dir, backend_store_uri)
+    by = f"cli:{getpass.getuser()}"
+    try:
+        record = scan_store.release(engine, version_key(name, version), by, reason.strip())
+    except LookupError as exc:
+        raise fail(str(exc), 1) from None
+    audit.configure()
+    audit.event(
+        "scan_release", actor=by, model=name, version=version, verdict=str(record.verdict), reason=reason
+    )
+    err.print(f"released {name} version {version} (verdict was {record.verdict}); it is served as READY")
+
+
+@scan_app.command("rescan")
+def scan_rescan(
+    name: str,
+    version: Annotated[
+        int | None, typer.Argument(help="One version [default: every version of NAME]")
+    ] = None,
+    data_dir: DataDir = None,
+    backend_store_uri: BackendUri = None,
+) -> None:
+    """Scan again (after a scanner update): a running server picks the versions up within seconds."""
+    import getpass
+
+    from hokusai_registry.server import audit, scan_store
+
+    engine, settings = open_scans(data_dir, backend_store_uri)
+    keys = scan_store.versions_of(engine, name) if version is None else [version_key(name, version)]
+    known = [key for key in keys if scan_store.get(engine, key) is not None]
+    if not known:
+        raise fail(f"no scanned version of {name!r} matches", 1)
+    scan_store.rescan(engine, known, blocked=settings.scan_policy == "block")
+    audit.configure()
+    for key in known:
+        audit.event("scan_rescan", actor=f"cli:{getpass.getuser()}", model=key.name, version=key.version)
+    err.print(f"{len(known)} version(s) of {name!r} queued for a new scan")
+
+
 @app.command()
 def register(
     model_dir: Annotated[Path, typer.Argument(help="MLflow model directory (with an MLmodel file)")],
@@ -216,15 +347,19 @@ def register(
     api_key: Annotated[
         str | None, typer.Option(help="API key [env: HOKUSAI_API_KEY, else MLFLOW_TRACKING_TOKEN]")
     ] = None,
+    scan_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the registry's model scan of a large model")
+    ] = 600.0,
     as_json: AsJson = False,
 ) -> None:
     """Register a model version with its token metadata and check its files came back intact.
 
-    Exit 0 on success, 1 when the server refused or the round trip did not match, 2 on invalid input.
+    Exit 0 on success, 1 when the server refused, its model scan rejected the model, or the round trip
+    did not match; 2 on invalid input.
     """
     from rich.markup import escape
 
-    from hokusai_registry.register import InvalidInput, RegistrationError, register_model
+    from hokusai_registry.register import InvalidInput, ModelRejected, RegistrationError, register_model
     from hokusai_registry.register.metadata import parse_tags
     from hokusai_registry.register.progress import Bars
 
@@ -233,24 +368,69 @@ def register(
             model_dir, name, token_id=token_id, metric=metric, baseline=baseline,
             tags=parse_tags(tag or []), experiment=experiment, url=url, api_key=api_key,
             progress=Bars(err), on_step=lambda step: err.print(f"[dim]{step}…[/dim]", highlight=False),
+            scan_timeout=scan_timeout,
         )  # fmt: skip
     except RegistrationError as exc:
         code = 2 if isinstance(exc, InvalidInput) else 1
         if as_json:
-            print(json.dumps({"error": str(exc), "step": exc.step, "kind": type(exc).__name__}))
-        raise fail(escape(str(exc)), code) from None
+            print(json.dumps(registration_error_json(exc)))
+        refused = fail(escape(str(exc)), code)
+        if isinstance(exc, ModelRejected):
+            print_findings(exc.findings)
+        raise refused from None
     if as_json:
         print(json.dumps(done.to_json(), indent=2))
+    if done.scan_verdict not in (None, "clean"):  # served under the registry's warn policy
+        err.print(
+            f"[yellow]warning:[/yellow] the registry's model scan graded {escape(done.model_uri)} "
+            f"{escape(str(done.scan_verdict))}; it is served only because the registry's scan policy is warn",
+            highlight=False,
+        )
+        print_findings(done.scan_findings)
+    if as_json:
         return
     summary = Table.grid(padding=(0, 2))
     for label, value in [
         ("name", done.name), ("version", done.version), ("model URI", done.model_uri),
         ("run", done.run_id), ("files", f"{len(done.files)}, {done.total_bytes:,} bytes"),
+        ("scan", scan_cell(done.scan_verdict, len(done.scan_findings))),
         ("checksums", "[green]all SHA-256 match after download[/green]"),
         ("timings", ", ".join(f"{step} {seconds:.2f}s" for step, seconds in done.timings.items())),
     ]:  # fmt: skip
         summary.add_row(f"[bold]{label}[/bold]", value)
     Console().print(f"[green]registered[/green] {done.model_uri}", summary, highlight=False)
+
+
+def registration_error_json(exc: RegistrationError) -> dict[str, Any]:
+    """What ``register --json`` prints for a failure; a rejection also carries the scan's verdict."""
+    from hokusai_registry.register import ModelRejected
+
+    out: dict[str, Any] = {"error": str(exc), "step": exc.step, "kind": type(exc).__name__}
+    if isinstance(exc, ModelRejected):
+        out |= {"name": exc.name, "version": exc.version, "verdict": exc.verdict, "findings": exc.findings}
+    return out
+
+
+def print_findings(findings: list[str]) -> None:
+    """The model scan's findings on stderr, one ``path: detail`` per line (markup escaped: they quote
+    the model's own file names and globals)."""
+    from rich.markup import escape
+
+    if not findings:
+        err.print("  (the scan recorded no findings; an admin sees why with `hokusai-registry scan show`)")
+    for line in findings:
+        err.print(f"  finding: {escape(line)}", highlight=False)
+
+
+def scan_cell(verdict: str | None, findings: int) -> str:
+    """The summary's scan row: clean in green, a warn-policy verdict in yellow, no scan dim."""
+    if verdict is None:
+        return "[dim]not scanned (the registry does not scan models)[/dim]"
+    if verdict == "clean":
+        return "[green]clean[/green]"
+    from rich.markup import escape
+
+    return f"[yellow]{escape(verdict)}[/yellow], {findings} finding(s), served under the warn policy"
 
 
 @app.command()

@@ -73,10 +73,12 @@ def version_of(registry: Registry, name: str, version: str) -> httpx.Response:
     return admin.get(f"{API}/model-versions/get", params={"name": name, "version": version})
 
 
-def version_tags(registry: Registry, name: str, version: str) -> dict[str, str]:
+def version_tags(registry: Registry, name: str, version: str, *, scan: bool = False) -> dict[str, str]:
+    """The version's tags; the ``hokusai_scan_*`` ones the registry's scan writes only with ``scan``."""
     response = version_of(registry, name, version)
     assert response.status_code == 200, response.text
-    return {t["key"]: t["value"] for t in response.json()["model_version"].get("tags", [])}
+    tags = {t["key"]: t["value"] for t in response.json()["model_version"].get("tags", [])}
+    return {k: v for k, v in tags.items() if scan or not k.startswith("hokusai_scan_")}
 
 
 def server_contents(registry: Registry) -> tuple[set[str], set[str], set[str]]:
@@ -116,6 +118,8 @@ def test_sklearn_object_registers_with_tags_and_loads_back(
         "hokusai_status": "registered",
         "team": "acme",
     }
+    assert (done.scan_verdict, done.scan_findings) == ("clean", [])  # scanned inline: no "scan" step
+    assert version_tags(registry, name, "1", scan=True)["hokusai_scan_verdict"] == "clean"
     # The stock MLflow client, with only the two variables, loads what was registered.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.url)
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
@@ -135,6 +139,7 @@ def test_model_dir_registers_from_the_cli_and_a_second_time_makes_version_2(
     assert second.returncode == 0, second.stderr
     result = json.loads(second.stdout)
     assert result["version"] == "2" and result["round_trip"] == "match"
+    assert (result["scan_verdict"], result["scan_findings"]) == ("clean", [])
     assert result["total_bytes"] == sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
     assert version_tags(registry, name, "1")["stage"] == "beta"
     assert version_tags(registry, name, "2") == {

@@ -77,7 +77,7 @@ def test_healthy_registry_passes_and_cleans_up(registry: Registry, tmp_path: Pat
     assert all(s == "pass" for s in statuses.values()), statuses
     assert list(statuses) == [
         "reachability", "authentication", "artifact_round_trip", "artifact_locations", "registration",
-        "large_artifact",
+        "model_scanning", "large_artifact",
     ]  # fmt: skip
     assert "write 403" in by_id(report)["authentication"]["detail"]
     assert report["metrics"]["large_upload_mb_s"] > 0
@@ -243,6 +243,25 @@ def test_key_service_down_is_f6(tmp_path: Path) -> None:
     assert code == 1
     assert auth["diagnosis"].startswith("F6"), auth
     assert by_id(report)["artifact_round_trip"]["status"] == "skip"
+
+
+def test_scanning_off_is_f13_and_the_rest_still_passes(tmp_path: Path) -> None:
+    """A registry that serves a pickle naming os.system: only the model scanning check fails."""
+    (tmp_path / "server").mkdir()
+    env = {"HOKUSAI_REGISTRY_SCAN_POLICY": "off"}
+    with run_registry(tmp_path / "server", workers=1, env=env) as registry:
+        code, report = run_verify(registry.url, registry.admin_key, tmp_path, "--large-mb", "0")
+        assert leftovers(registry) == []
+    checks = by_id(report)
+    scanning = checks["model_scanning"]
+    assert code == 1
+    assert scanning["status"] == "fail" and scanning["diagnosis"].startswith("F13: model scanning is off"), (
+        scanning
+    )
+    assert "no hokusai_scan_verdict tag" in scanning["diagnosis"] and "READY" in scanning["detail"]
+    assert scanning["fix"].startswith("set HOKUSAI_REGISTRY_SCAN_POLICY=block")
+    assert {c["id"] for c in report["checks"] if c["status"] == "fail"} == {"model_scanning"}
+    assert checks["registration"]["status"] == "pass"
 
 
 def test_runbook_wrappers(registry: Registry, tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ def body(code: str, message: str) -> str:
     [
         (401, body("UNAUTHENTICATED", "revoked API key"), CREATE, errors.NotAuthenticated, "or expired"),
         (403, body("PERMISSION_DENIED", "read-only key"), CREATE, errors.PermissionDenied, "write key"),
+        (403, body("MODEL_QUARANTINED", "m version 1 is quarantined"), PUT, errors.PermissionDenied,
+         "scan show"),
         (503, json.dumps({"detail": "Artifact serving is disabled. Run ..."}), PUT,
          errors.ArtifactServingDisabled, "F1"),
         (404, "<html>Not Found</html>", PUT, errors.ArtifactServingDisabled, "/api/2.0/mlflow-artifacts/"),

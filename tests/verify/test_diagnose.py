@@ -1,4 +1,4 @@
-"""Every catalogue rule verify applies, as pure functions: status/body/headers/exception -> F1-F12."""
+"""Every catalogue rule verify applies, as pure functions: status/body/headers/exception -> F1-F14."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def code(found: diagnose.Diagnosis | None) -> str | None:
 
 
 def test_catalogue_is_complete() -> None:
-    assert sorted(CATALOGUE, key=lambda c: int(c[1:])) == [f"F{i}" for i in range(1, 13)]
+    assert sorted(CATALOGUE, key=lambda c: int(c[1:])) == [f"F{i}" for i in range(1, 15)]
     assert all(cause and fix for cause, fix in CATALOGUE.values())
 
 
@@ -102,7 +102,31 @@ def test_transport_errors() -> None:
         (errors.KeyServiceUnavailable("run", "503", status=503), "F6"),
         (errors.ServerUnavailable("run", "502", status=502), "F11"),
         (errors.ServerUnavailable("upload", "504", status=504), "F9"),
+        (errors.ScanTimedOut("m", "1", 60), "F14"),
+        (errors.ModelRejected("m", "1", "suspicious", ["model/model.pkl: imports x.y"], "q"), "scan"),
     ],
 )
 def test_registration_errors(exc: Exception, expected: str) -> None:
     assert diagnose.registration(exc).code == expected
+
+
+def test_a_rejected_verify_model_names_the_findings() -> None:
+    found = diagnose.registration(errors.ModelRejected("m", "1", "error", ["model.pkl: unreadable"], "q"))
+    assert "model.pkl: unreadable" in found.cause and "scan show" in found.fix
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict", "message", "says"),
+    [
+        ("READY", None, "", "did not scan it"),
+        ("READY", "unsafe", "scan warning: unsafe: model/model.pkl: calls os.system", "policy is warn"),
+        ("READY", "clean", "", "missed the os.system reference"),
+        ("FAILED_REGISTRATION", "unsafe", "quarantined by ...", "quarantine is not enforced"),
+    ],
+)
+def test_a_dangerous_version_that_was_served_is_f13_with_why(
+    status: str, verdict: str | None, message: str, says: str
+) -> None:
+    found = diagnose.scan_served(status, verdict, message)
+    assert found.code == "F13" and says in found.cause, found
+    assert found.cause.startswith(diagnose.CATALOGUE["F13"][0])

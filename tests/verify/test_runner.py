@@ -21,7 +21,7 @@ def ctx() -> Iterator[Context]:
 def test_the_plan_runs_the_documented_checks_in_order() -> None:
     assert [c.id for c in plan()] == [
         "reachability", "authentication", "artifact_round_trip", "artifact_locations", "registration",
-        "large_artifact",
+        "model_scanning", "large_artifact",
     ]  # fmt: skip
 
 
@@ -36,6 +36,7 @@ def test_skip_reasons_follow_what_earlier_checks_found(ctx: Context) -> None:
     ctx.artifacts_ok = True
     assert checks["large_artifact"].skip_reason(ctx) is None
     assert checks["registration"].skip_reason(ctx) == "--skip-registration"
+    assert checks["model_scanning"].skip_reason(ctx) == "--skip-registration"
     ctx.large_mb = 0
     assert checks["large_artifact"].skip_reason(ctx) == "--large-mb 0"
 

@@ -13,10 +13,15 @@ Every error names the step that failed (``step``) and says what to do (``hint``)
     │   ├── PayloadTooLarge            413: a body limit in a proxy/load balancer in front of the server (F9)
     │   ├── KeyServiceUnavailable      503 TEMPORARILY_UNAVAILABLE: the registry's key service is down (F6)
     │   └── ServerUnavailable          429/502/503/504 or no connection, still so after the retry budget
+    ├── ModelRejected                  the registry's model scan quarantined the version: FAILED_REGISTRATION
+    │                                  (.verdict, .findings, .status_message); the version is kept for review
+    ├── ScanTimedOut                   the version was still PENDING_REGISTRATION when the wait ran out (F14)
     └── RoundTripMismatch              the files downloaded back differ from the ones uploaded
 
 ``ServerUnavailable`` is also raised for connection errors (``status`` is None then). A 401/403 is never
-retried: it will not change by waiting.
+retried: it will not change by waiting. A download refused with 403 ``MODEL_QUARANTINED`` is a
+``PermissionDenied`` with that ``error_code``. After ``ModelRejected`` the version is kept (an admin
+inspects and may release it); after any other error raised once the version exists, it is deleted.
 """
 
 from __future__ import annotations
@@ -78,6 +83,47 @@ class KeyServiceUnavailable(ServerRefused):
 
 class ServerUnavailable(ServerRefused):
     """Transient failures (429/502/503/504, connection errors) outlasted the retry budget."""
+
+
+QUARANTINE_PREFIX = "quarantined by hokusai-registry's model scan: "  # how the server's status_message starts
+
+
+class ModelRejected(RegistrationError):
+    """The server's model scan refused the version: its status is ``FAILED_REGISTRATION``.
+
+    The version is kept, not deleted: it is the evidence an admin reads (``hokusai-registry scan show``)
+    and releases if the finding is a false alarm. ``verdict`` is the ``hokusai_scan_verdict`` tag
+    (None on a server that failed the version without tagging it), ``findings`` the lines of the
+    ``hokusai_scan_findings`` tag.
+    """
+
+    def __init__(
+        self, name: str, version: str, verdict: str | None, findings: list[str], status_message: str
+    ) -> None:
+        self.name, self.version = name, version
+        self.verdict, self.findings, self.status_message = verdict, findings, status_message
+        said = status_message.removeprefix(QUARANTINE_PREFIX) or verdict or "FAILED_REGISTRATION"
+        super().__init__(
+            "scan",
+            f"the registry's model scan rejected {name} version {version} ({said}).",
+            f"Nobody can download it until it is released: an admin can inspect it with `hokusai-registry "
+            f"scan show {name} {version}` and release it if the findings are expected; otherwise remove "
+            "what they name from the model and register it again.",
+        )
+
+
+class ScanTimedOut(RegistrationError):
+    """The version's scan had not finished when the wait ran out; the version is deleted again."""
+
+    def __init__(self, name: str, version: str, waited: float) -> None:
+        self.name, self.version, self.waited = name, version, waited
+        super().__init__(
+            "scan",
+            f"{name} version {version} was still PENDING_REGISTRATION (waiting for the registry's model "
+            f"scan) after {waited:.0f}s.",
+            "The registry's scans are not finishing (F14), or this model is large: try again with a longer "
+            "scan timeout (--scan-timeout, scan_timeout=), and tell the operator if it repeats.",
+        )
 
 
 class RoundTripMismatch(RegistrationError):

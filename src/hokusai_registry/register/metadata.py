@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from hokusai_registry.client import MISSING_KEY, MISSING_URL
+from hokusai_registry.register import scan
 from hokusai_registry.register.errors import InvalidInput
 
 TOKEN_ID = re.compile(r"[A-Z0-9](?:[A-Z0-9-]{0,62}[A-Z0-9])?")
@@ -120,6 +121,8 @@ def tags(values: Mapping[str, str] | None) -> dict[str, str]:
             )
         if key in RESERVED_TAGS:
             raise InvalidInput("tags", f"tag {key!r} is set by register itself; pass it as its own argument")
+        if key.startswith(scan.TAG_PREFIX):
+            raise InvalidInput("tags", f"tag {key!r}: {scan.TAG_PREFIX}* tags are set by the registry's scan")
         if not isinstance(value, str) or len(value) > MAX_TAG_VALUE_CHARS:
             raise InvalidInput(
                 "tags", f"tag {key!r}: the value must be text of at most {MAX_TAG_VALUE_CHARS} characters"
@@ -149,6 +152,13 @@ def model_dir(path: str | Path) -> Path:
             "model", f"{str(path)!r} has no MLmodel file, so it is not an MLflow model directory"
         )
     return directory
+
+
+def scan_timeout(value: float) -> float:
+    """Seconds to wait for the registry's model scan: a finite number, at least 0 (0: do not wait)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise InvalidInput("scan_timeout", f"{value!r} is not a number of seconds (at least 0)")
+    return float(value)
 
 
 def api_key(value: str | None) -> str:

@@ -5,12 +5,15 @@ Order matters for what a failure leaves behind:
 1. everything is validated before the first request (bad input creates nothing);
 2. files go into a new run, then a version is created from the run's ``model`` directory with the
    metadata tags;
-3. the version's files are downloaded (streamed, hashed, discarded) and compared with the upload;
-4. only then is the run finished and ``hokusai_status=registered`` set, the last write.
+3. the registry's model scan gives its verdict (at once for a small model; a larger one is waited for,
+   polling the version, since no file of a ``PENDING_REGISTRATION`` version may be downloaded);
+4. the version's files are downloaded (streamed, hashed, discarded) and compared with the upload;
+5. only then is the run finished and ``hokusai_status=registered`` set, the last write.
 
 If anything after step 2 fails, the version is deleted (and the registered model, if this call created
 it), so no version points at missing or wrong artifacts; the run is marked FAILED and kept as the
-record of the attempt.
+record of the attempt. The one exception is a version the scan rejected (``ModelRejected``): it is kept,
+quarantined, because an admin needs it to read the findings and, for a false alarm, to release it.
 """
 
 from __future__ import annotations
@@ -27,9 +30,15 @@ from urllib.parse import urlsplit
 import httpx
 
 from hokusai_registry.client import API, Digest, error_body, resolve_key, resolve_url
-from hokusai_registry.register import fallback, metadata, source
+from hokusai_registry.register import fallback, metadata, progress, scan, source
 from hokusai_registry.register.client import RegistryClient
-from hokusai_registry.register.errors import ArtifactServingDisabled, RegistrationError, RoundTripMismatch
+from hokusai_registry.register.errors import (
+    ArtifactServingDisabled,
+    ModelRejected,
+    RegistrationError,
+    RoundTripMismatch,
+    ScanTimedOut,
+)
 from hokusai_registry.register.files import FileRecord, manifest
 from hokusai_registry.register.progress import TransferProgress
 from hokusai_registry.register.retry import RetryPolicy
@@ -40,7 +49,11 @@ CLEANUP_RETRY = RetryPolicy(budget_seconds=15)
 
 @dataclass(frozen=True)
 class Registration:
-    """A registered, round-trip-checked model version; ``timings`` holds seconds per step."""
+    """A registered, round-trip-checked model version; ``timings`` holds seconds per step.
+
+    ``scan_verdict`` is the registry's model-scan verdict (``clean``, or under the server's ``warn``
+    policy ``suspicious``/``error``/``unsafe`` with ``scan_findings``); None when the server did not scan.
+    """
 
     name: str
     version: str
@@ -53,6 +66,8 @@ class Registration:
     baseline: float
     files: tuple[FileRecord, ...]
     timings: dict[str, float] = field(default_factory=dict)
+    scan_verdict: str | None = None
+    scan_findings: list[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -87,9 +102,10 @@ class _Flow:
         meta: metadata.Metadata,
         progress: TransferProgress,
         on_step: Callable[[str], None] | None,
+        scan_timeout: float = scan.WAIT_SECONDS,
     ) -> None:
         self.client, self.api_key, self.meta, self.progress = client, api_key, meta, progress
-        self.on_step = on_step
+        self.on_step, self.scan_timeout = on_step, scan_timeout
         self.timings: dict[str, float] = {}
         self.run_id: str | None = None
         self.version: str | None = None
@@ -112,7 +128,7 @@ class _Flow:
         try:
             return self.register(directory, files, experiment_id, location)
         except RegistrationError as exc:
-            exc.amend(self.clean_up())
+            exc.amend(self.clean_up(keep_version=isinstance(exc, ModelRejected)))
             raise
 
     def experiment(self, name: str) -> tuple[str, str]:
@@ -167,8 +183,10 @@ class _Flow:
             else:
                 fallback.upload(c.url, self.api_key, self.run_id, directory, location)
         with self.step("register"):
-            version_source = self.create_version(f"{run_uri}/model")
+            created = self.create_version(f"{run_uri}/model")
+        verdict = self.await_scan(created)
         with self.step("round_trip"):
+            version_source = self.download_uri()
             self.round_trip(files, version_source)
         with self.step("finish"):
             self.end_run(c, "FINISHED")
@@ -184,9 +202,11 @@ class _Flow:
             name=meta.name, version=self.version, model_uri=f"models:/{meta.name}/{self.version}",
             source=version_source, run_id=self.run_id, experiment_id=experiment_id, token_id=meta.token_id,
             metric=meta.metric, baseline=meta.baseline, files=files, timings=self.timings,
+            scan_verdict=verdict.verdict, scan_findings=verdict.findings,
         )  # fmt: skip
 
-    def create_version(self, run_model_uri: str) -> str:
+    def create_version(self, run_model_uri: str) -> dict[str, Any]:
+        """Create the version (and the registered model, the first time); the answer, with its status."""
         c, name = self.client, self.meta.name
         created = c.request("register", "POST", f"{API}/registered-models/create", json={"name": name})
         if not _already_exists(created):  # else: a new version of an existing model
@@ -194,12 +214,50 @@ class _Flow:
             self.created_model = True
         tags = [{"key": k, "value": v} for k, v in self.meta.version_tags().items()]
         body = {"name": name, "source": run_model_uri, "run_id": self.run_id, "tags": tags}
-        version = c.call("register", "POST", f"{API}/model-versions/create", json=body)["model_version"]
+        version: dict[str, Any] = c.call("register", "POST", f"{API}/model-versions/create", json=body)[
+            "model_version"
+        ]
         self.version = str(version["version"])
-        params = {"name": name, "version": self.version}
-        return str(
-            c.call("register", "GET", f"{API}/model-versions/get-download-uri", params=params)["artifact_uri"]
-        )
+        return version
+
+    def await_scan(self, created: Mapping[str, Any]) -> scan.ScanState:
+        """The scan's verdict; a pending version is polled (step ``scan``) until it has one.
+
+        Raises ``ModelRejected`` for a version the scan quarantined and ``ScanTimedOut`` for one still
+        pending after ``scan_timeout`` seconds. Only then may the files be asked for: a version that is
+        not READY is refused (403 MODEL_QUARANTINED).
+        """
+        current = scan.state(created)
+        if current.pending:
+            with self.step("scan"):
+                current = self.poll_scan(created)
+        if current.pending:
+            raise ScanTimedOut(self.meta.name, str(self.version), self.scan_timeout)
+        if current.rejected:
+            raise ModelRejected(
+                self.meta.name, str(self.version), current.verdict, current.findings, current.message
+            )
+        return current
+
+    def poll_scan(self, created: Mapping[str, Any]) -> scan.ScanState:
+        params = {"name": self.meta.name, "version": str(self.version)}
+        what = f"waiting for the registry's model scan of {self.meta.name} version {self.version}"
+
+        def fetch() -> dict[str, Any]:
+            answer = self.client.call("scan", "GET", f"{API}/model-versions/get", params=params)
+            version: dict[str, Any] = answer["model_version"]
+            return version
+
+        def show(waited: float) -> None:
+            line.update(f"{what}… {waited:.0f}s (at most {self.scan_timeout:.0f}s)")
+
+        with progress.status(self.progress, f"{what}…") as line:
+            return scan.wait(fetch, created, timeout=self.scan_timeout, on_poll=show)
+
+    def download_uri(self) -> str:
+        params = {"name": self.meta.name, "version": str(self.version)}
+        path = f"{API}/model-versions/get-download-uri"
+        return str(self.client.call("round_trip", "GET", path, params=params)["artifact_uri"])
 
     def round_trip(self, files: tuple[FileRecord, ...], version_source: str) -> None:
         """Download what the version points at and compare every file with what was uploaded."""
@@ -221,12 +279,19 @@ class _Flow:
                 "tell the operator if it repeats.",
             )
 
-    def clean_up(self) -> str:
-        """Undo what must not stay: a version (and a model this call created); the run is marked FAILED."""
+    def clean_up(self, keep_version: bool = False) -> str:
+        """Undo what must not stay: a version (and a model this call created); the run is marked FAILED.
+
+        With ``keep_version`` (a version the scan quarantined) the version stays for an admin to review.
+        """
         c = RegistryClient(self.client.url, self.api_key, CLEANUP_RETRY)
         notes = []
         try:
-            if self.version is not None:
+            if self.version is not None and keep_version:
+                notes.append(
+                    f"Model version {self.version} of {self.meta.name!r} was kept, quarantined, for review."
+                )
+            elif self.version is not None:
                 body = {"name": self.meta.name, "version": self.version}
                 gone = c.request("clean_up", "DELETE", f"{API}/model-versions/delete", json=body).is_success
                 if gone and self.created_model:
@@ -286,13 +351,16 @@ def register_model(
     progress: TransferProgress | None = None,
     retry: RetryPolicy | None = None,
     on_step: Callable[[str], None] | None = None,
+    scan_timeout: float = scan.WAIT_SECONDS,
 ) -> Registration:
     """Register ``model`` (an MLflow model directory, a scikit-learn estimator or a PythonModel) as a
     new version of ``name`` with the tokenized-model tags, and check its files came back intact.
 
     ``url`` defaults to ``MLFLOW_TRACKING_URI``; ``api_key`` to ``HOKUSAI_API_KEY``, then
-    ``MLFLOW_TRACKING_TOKEN``. ``on_step`` is called with each step's name as it starts. Raises
-    ``InvalidInput`` before any request, other ``RegistrationError`` subclasses after (see ``errors``).
+    ``MLFLOW_TRACKING_TOKEN``. ``on_step`` is called with each step's name as it starts (``scan`` only
+    when the registry scans the version in the background). ``scan_timeout`` bounds that wait, in
+    seconds. Raises ``InvalidInput`` before any request, other ``RegistrationError`` subclasses after
+    (see ``errors``): ``ModelRejected`` when the registry's model scan quarantined the version.
     """
     started = time.monotonic()
     meta = metadata.metadata(name, token_id, metric, baseline, tags)
@@ -300,12 +368,13 @@ def register_model(
     registry_url = metadata.url(resolve_url(url))
     key = metadata.api_key(resolve_key(api_key))
     experiment = metadata.experiment_name(experiment)
+    scan_timeout = metadata.scan_timeout(scan_timeout)
     from hokusai_registry.register.progress import Quiet
 
     with (
         tempfile.TemporaryDirectory(prefix="hokusai-register-") as scratch,
         closing(RegistryClient(registry_url, key, retry)) as client,
     ):
-        flow = _Flow(client, key, meta, progress or Quiet(), on_step)
+        flow = _Flow(client, key, meta, progress or Quiet(), on_step, scan_timeout)
         flow.timings["validate"] = round(time.monotonic() - started, 3)
         return flow.run(model, kind, experiment, Path(scratch))

@@ -17,6 +17,7 @@ from hokusai_registry.register.errors import (
     ServerUnavailable,
 )
 from hokusai_registry.register.retry import RETRY_STATUSES
+from hokusai_registry.register.scan import QUARANTINED
 
 ARTIFACT_ROUTE = "/mlflow-artifacts/"
 
@@ -43,6 +44,13 @@ def refusal(
             f"the registry refused the API key ({said}).",
             "The key is invalid, revoked or expired (F5): ask the registry operator for a new key and "
             "pass it with --api-key or HOKUSAI_API_KEY.",
+        )
+    if status == 403 and code == QUARANTINED:
+        return make(
+            PermissionDenied,
+            f"the registry refuses the files of a version its model scan has not passed ({said}).",
+            "The version is pending its scan or quarantined: wait for READY, or ask an admin to inspect it "
+            "(`hokusai-registry scan show NAME VERSION`).",
         )
     if status == 403:
         return make(

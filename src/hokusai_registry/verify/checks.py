@@ -23,7 +23,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from hokusai_registry.client import API, ARTIFACTS, CHUNK, hash_stream
+from hokusai_registry.client import API, ARTIFACTS, CHUNK, error_body, hash_stream
 from hokusai_registry.verify import diagnose
 from hokusai_registry.verify.diagnose import Diagnosis
 
@@ -32,6 +32,16 @@ if TYPE_CHECKING:
 
 Status = Literal["pass", "fail", "warn", "skip"]
 PREFIX = "hokusai-verify-"
+# A pickle that names os.system and calls nothing: PROTO 2, GLOBAL "os system", BINPUT 0, STOP. Built by
+# hand so verify never pickles (nor loads) anything dangerous; unpickling it would only return the function.
+OS_SYSTEM_PICKLE = b"\x80\x02cos\nsystem\nq\x00."
+SCAN_MLMODEL = (
+    "artifact_path: model\n"
+    "flavors:\n"
+    "  python_function:\n"
+    "    loader_module: mlflow.pyfunc.model\n"
+    "    python_model: model.pkl\n"
+)
 
 
 @dataclass
@@ -94,6 +104,11 @@ class Context:
     @property
     def name(self) -> str:
         return f"{PREFIX}{self.stamp}"
+
+    @property
+    def scan_model(self) -> str:
+        """The registered model the scanning check creates (the registration check's is ``name``)."""
+        return f"{self.name}-scan"
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.api_key}", "User-Agent": "hokusai-registry-verify"}
@@ -312,7 +327,8 @@ def registration(ctx: Context) -> Outcome:
     if not np.allclose(predictions, model.predict(x)):
         raise Failed("predictions of the downloaded model differ from the original", None)
     return Outcome(
-        f"{done.model_uri}: {len(done.files)} files round-tripped, tags read back, predictions match",
+        f"{done.model_uri}: {len(done.files)} files round-tripped, tags read back, predictions match, "
+        f"scan {done.scan_verdict or 'not run'}",
         metrics,
     )
 
@@ -332,9 +348,80 @@ def _register(ctx: Context, model: Any, token: str, directory: Path) -> Registra
         return register_model(
             directory, ctx.name, token_id=token, metric="accuracy", baseline=0.5, experiment=ctx.name,
             url=ctx.url, api_key=ctx.api_key, retry=RetryPolicy(budget_seconds=ctx.timeout),
+            scan_timeout=ctx.timeout,
         )  # fmt: skip
     except RegistrationError as exc:
         raise Failed(f"register_model: {exc}", diagnose.registration(exc)) from exc
+
+
+def model_scanning(ctx: Context) -> Outcome:
+    """A version whose pickle references os.system must be quarantined: ``FAILED_REGISTRATION``, and
+    both doors its files could leave by (``get-download-uri``, the file itself) 403 MODEL_QUARANTINED.
+
+    The model is built by hand (``OS_SYSTEM_PICKLE`` and a minimal MLmodel), uploaded into a run of
+    verify's experiment and registered with plain REST calls, as any client would; nothing is loaded.
+    """
+    from hokusai_registry.register import scan
+
+    run_id, model = _upload_scan_model(ctx)
+    name = ctx.scan_model
+    created = _create_scan_version(ctx, name, model, run_id)
+    version = str(created["version"])
+    params = {"name": name, "version": version}
+
+    def fetch() -> dict[str, Any]:
+        got = ctx.http.get(f"{API}/model-versions/get", params=params, headers=ctx.auth())
+        expect(got, "tracking", "model-versions/get")
+        found: dict[str, Any] = got.json()["model_version"]
+        return found
+
+    state = scan.wait(fetch, created, timeout=ctx.timeout)
+    if state.pending:
+        waited = f"{name} version {version} still PENDING_REGISTRATION after {ctx.timeout:.0f}s"
+        raise Failed(waited, diagnose.entry("F14", f"after {ctx.timeout:.0f}s"))
+    if not state.rejected:
+        graded = f"graded {state.verdict}" if state.verdict else "with no hokusai_scan_verdict tag"
+        said = f"{name} version {version} (its pickle names os.system) is {state.status}, {graded}"
+        raise Failed(said, diagnose.scan_served(state.status, state.verdict, state.message))
+    doors = {
+        "get-download-uri": f"{API}/model-versions/get-download-uri?name={quote(name)}&version={version}",
+        "model.pkl": f"{ARTIFACTS}/{quote(model)}/model.pkl",
+    }
+    for door, path in doors.items():
+        response = ctx.http.get(path, headers=ctx.auth())
+        if not (response.status_code == 403 and error_body(response.text).error_code == scan.QUARANTINED):
+            found = diagnose.scan_served(state.status, state.verdict, state.message)
+            raise Failed(f"{door} of the quarantined version: {seen(response)} (expected 403)", found)
+    first = state.findings[0] if state.findings else state.message
+    return Outcome(
+        f"{name}/{version}: {state.status} ({state.verdict}: {first}); get-download-uri and model.pkl "
+        f"403 {scan.QUARANTINED}"
+    )
+
+
+def _upload_scan_model(ctx: Context) -> tuple[str, str]:
+    """A run in verify's experiment holding ``model/model.pkl`` and ``model/MLmodel``: (run id, the
+    model directory's path under the artifact root)."""
+    body = {"experiment_id": ctx.experiment(), "start_time": int(time.time() * 1000), "run_name": "scan"}
+    created = ctx.http.post(f"{API}/runs/create", json=body, headers=ctx.auth())
+    expect(created, "tracking", "runs/create")
+    info = created.json()["run"]["info"]
+    model = f"{urlsplit(info['artifact_uri']).path.strip('/')}/model"
+    for filename, content in (("model.pkl", OS_SYSTEM_PICKLE), ("MLmodel", SCAN_MLMODEL.encode())):
+        put = ctx.http.put(f"{ARTIFACTS}/{quote(model)}/{filename}", content=content, headers=ctx.auth())
+        expect(put, "artifact", f"upload {filename}")
+    return str(info["run_id"]), model
+
+
+def _create_scan_version(ctx: Context, name: str, model: str, run_id: str) -> dict[str, Any]:
+    """Register ``model`` (a path under the artifact root) as version 1 of a new model ``name``."""
+    made = ctx.http.post(f"{API}/registered-models/create", json={"name": name}, headers=ctx.auth())
+    expect(made, "tracking", "registered-models/create")
+    body = {"name": name, "source": f"mlflow-artifacts:/{model}", "run_id": run_id}
+    created = ctx.http.post(f"{API}/model-versions/create", json=body, headers=ctx.auth())
+    expect(created, "tracking", "model-versions/create")
+    version: dict[str, Any] = created.json()["model_version"]
+    return version
 
 
 def load_and_predict(ctx: Context, source: str, files: list[str], x: Any) -> Any:
@@ -355,13 +442,16 @@ def load_and_predict(ctx: Context, source: str, files: list[str], x: Any) -> Any
 def clean_up(ctx: Context) -> str:
     """Delete the model, the runs, their artifacts and the scratch experiment (unless ``--keep``)."""
     if ctx.keep:
-        return f"kept {ctx.name!r} (--keep)"
+        return f"kept {ctx.name!r} (experiment, runs, model) and model {ctx.scan_model!r} (--keep)"
     done: list[str] = []
     h = ctx.auth()
-    if ctx.http.request(
-        "DELETE", f"{API}/registered-models/delete", json={"name": ctx.name}, headers=h
-    ).is_success:
-        done.append("model")
+    models = {"model": ctx.name, "scan model": ctx.scan_model}  # its owner may delete a quarantined version
+    for label, name in models.items():
+        deleted = ctx.http.request(
+            "DELETE", f"{API}/registered-models/delete", json={"name": name}, headers=h
+        )
+        if deleted.is_success:
+            done.append(label)
     if ctx.experiment_id is not None:
         runs = ctx.http.post(f"{API}/runs/search", json={"experiment_ids": [ctx.experiment_id]}, headers=h)
         for run in runs.json().get("runs", []) if runs.is_success else []:

@@ -1,6 +1,6 @@
 """Map what a check observed (status, body, headers, exception) to a root cause in the failure catalogue.
 
-Pure functions, so every rule is unit-tested without a server. The catalogue (F1-F12) is the one in
+Pure functions, so every rule is unit-tested without a server. The catalogue (F1-F14) is the one in
 ``docs/failures.md``; the point of naming it is that an operator gets "run with artifact serving on", not
 "404". Rules that look at a body distinguish who answered: MLflow answers JSON (``error_code``), Flask's
 default pages carry werkzeug's wording, and anything else (nginx, a load balancer) is "something in front".
@@ -23,7 +23,7 @@ Route = Literal["health", "tracking", "artifact"]
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """A catalogue entry: ``code`` (F1-F12), the most likely ``cause`` and the ``fix``."""
+    """A catalogue entry: ``code`` (F1-F14), the most likely ``cause`` and the ``fix``."""
 
     code: str
     cause: str
@@ -88,7 +88,20 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "the server answers without any key: authentication is not in front of this URL",
         "route all traffic through the authenticated server (no load-balancer rule straight to MLflow)",
     ),
+    "F13": (
+        "model scanning is off or not working: a version referencing os.system was served as READY",
+        "set HOKUSAI_REGISTRY_SCAN_POLICY=block (the default) and check the server log for scan errors",
+    ),
+    "F14": (
+        "model scans are not finishing: a new model version stayed PENDING_REGISTRATION",
+        "check the server log for scan errors and that its workers are running; "
+        "`hokusai-registry scan show NAME VERSION` shows the scan's state",
+    ),
 }
+SCAN_REJECTED_FIX = (
+    "read the findings (`hokusai-registry scan show NAME VERSION`) and the server log: a plain scikit-learn "
+    "model graded unsafe or suspicious, or a scan error, is a scanner problem on the server"
+)
 
 WERKZEUG_404 = "the requested url was not found on the server"
 
@@ -186,6 +199,17 @@ def location(artifact_location: str, server_url: str) -> Diagnosis | None:
     return entry("F3", f"{artifact_location} ({where}) is not served by this server")
 
 
+def scan_served(status: str, verdict: str | None, message: str) -> Diagnosis:
+    """F13 for a version referencing os.system that the registry served: why, from its status and tags."""
+    if verdict is None:
+        return entry("F13", f"{status} with no hokusai_scan_verdict tag: the server did not scan it")
+    if verdict == "clean":
+        return entry("F13", f"{status}, graded clean: the scanner missed the os.system reference")
+    if status == "READY":
+        return entry("F13", f"READY although graded {verdict}: the scan policy is warn ({message[:120]})")
+    return entry("F13", f"{status} ({verdict}), but its files were served: the quarantine is not enforced")
+
+
 def registration(exc: Exception) -> Diagnosis:
     """A failed ``register_model`` call, by its typed error (see ``register.errors``)."""
     from hokusai_registry.register import errors
@@ -203,6 +227,12 @@ def registration(exc: Exception) -> Diagnosis:
         return entry("F6", str(exc)[:160])
     if isinstance(exc, errors.ServerUnavailable):
         return entry("F9" if status == 504 else "F11", str(exc)[:160])
+    if isinstance(exc, errors.ModelRejected):
+        seen = "; ".join(exc.findings) or exc.status_message
+        cause = f"the registry's model scan rejected a plain scikit-learn model: {seen}"
+        return Diagnosis("scan", cause[:240], SCAN_REJECTED_FIX)
+    if isinstance(exc, errors.ScanTimedOut):
+        return entry("F14", str(exc)[:160])
     if isinstance(exc, errors.RoundTripMismatch):
         return Diagnosis("round-trip", f"files came back different: {exc}", CATALOGUE["F9"][1])
     return Diagnosis("?", f"registration failed: {exc}", "read the detail; re-run with --keep to inspect")

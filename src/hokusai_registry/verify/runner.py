@@ -54,6 +54,8 @@ def plan(skip_registration: bool = False) -> list[Check]:
         Check("artifact_round_trip", "Artifact serving round trip", checks.artifact_round_trip, needs_auth),
         Check("artifact_locations", "Experiment artifact locations", checks.artifact_locations, needs_auth),
         Check("registration", "Model registration as a third party", checks.registration, registration_due),
+        Check("model_scanning", "Model scanning quarantines a dangerous pickle", checks.model_scanning,
+              registration_due),
         Check("large_artifact", "Large artifact transfer", checks.large_artifact,
               lambda ctx: "--large-mb 0" if ctx.large_mb <= 0 else needs_artifacts(ctx)),
     ]  # fmt: skip
