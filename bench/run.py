@@ -14,6 +14,8 @@ Run by hand from the repository root; each command starts the servers and prints
                                         [--scale-requests 40] [--postgres]  # cost vs other tenants' rows
     .venv/bin/python bench/run.py keys [--requests 2000]                    # auth with 100,000 keys
     .venv/bin/python bench/run.py ui [--ui-size 10000] [--ui-loads 5]       # the UI's models page, Chromium
+    .venv/bin/python bench/run.py scanning [--scan-sizes 10,300,2048] [--scan-load-mib 300]  # model scan
+    .venv/bin/python bench/run.py registration --kinds stock,ours,ours-noscan  # scanning on vs off
 
 `--kinds stock,ours` skips MLflow's basic-auth server (slow to measure: scrypt per request).
 
@@ -45,7 +47,12 @@ Target = tuple[str, Server, dict[str, str]]  # label, server, request headers
 
 
 def targets(servers: list[Server]) -> list[Target]:
-    labels = {"stock": "stock", "basic": "basic-auth (admin)", "ours": "ours (write key)"}
+    labels = {
+        "stock": "stock",
+        "basic": "basic-auth (admin)",
+        "ours": "ours (write key)",
+        "ours-noscan": "ours, scanning off",
+    }
     found: list[Target] = []
     for server in servers:
         found.append((labels[server.kind], server, server.headers))
@@ -598,6 +605,7 @@ def main() -> None:
         "scale",
         "keys",
         "ui",
+        "scanning",
     )
     parser.add_argument("command", choices=commands)
     parser.add_argument("--kinds", default="stock,basic,ours", help="servers to start, comma-separated")
@@ -618,9 +626,11 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="scale: PostgreSQL instead of SQLite")
     parser.add_argument("--ui-size", type=int, default=10_000, help="ui: foreign registered models")
     parser.add_argument("--ui-loads", type=int, default=5, help="ui: timed page loads per server")
+    parser.add_argument("--scan-sizes", default="10,300,2048", help="scanning: model sizes in MiB")
+    parser.add_argument("--scan-load-mib", type=int, default=300, help="scanning: model size under reads")
     args = parser.parse_args()
-    if args.command in ("scale", "keys", "ui"):
-        {"scale": run_scale, "keys": run_keys, "ui": run_ui}[args.command](args)
+    if args.command in ("scale", "keys", "ui", "scanning"):
+        {"scale": run_scale, "keys": run_keys, "ui": run_ui, "scanning": run_scanning}[args.command](args)
         return
     wanted = set(commands[: commands.index("all")]) if args.command == "all" else {args.command}
     kinds = (args.profile_kind,) if wanted == {"profile"} else tuple(args.kinds.split(","))
@@ -677,6 +687,20 @@ def run_ui(args: argparse.Namespace) -> None:
         print(f"CPUs: {'not pinned (--no-pin)' if args.no_pin else pin_cpus([stock, ours])}", flush=True)
         pin_client()
         print(f"## ui\n\n{bench_ui(stock, ours, args.ui_size, args.ui_loads)}", flush=True)
+
+
+def run_scanning(args: argparse.Namespace) -> None:
+    from scanning import bench_reads_during_scans, bench_verdicts, sizes_of
+
+    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp, ExitStack() as stack:
+        (ours,) = stack.enter_context(all_running(Path(tmp), ("ours",)))
+        print(f"CPUs: {'not pinned (--no-pin)' if args.no_pin else pin_cpus([ours])}", flush=True)
+        pin_client()
+        print(
+            f"## scanning: time to verdict\n\n{bench_verdicts(ours, sizes_of(args.scan_sizes))}\n", flush=True
+        )
+        reads = bench_reads_during_scans(ours, args.rounds, args.seconds, args.scan_load_mib)
+        print(f"## scanning: reads during scans\n\n{reads}", flush=True)
 
 
 def run_keys(args: argparse.Namespace) -> None:

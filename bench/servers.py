@@ -29,6 +29,7 @@ from tests.processes import free_port, stop, wait_for_health  # noqa: E402 (need
 
 BIN = ROOT / ".venv" / "bin"
 KINDS = ("stock", "basic", "ours")
+OURS = ("ours", "ours-noscan")  # ours-noscan: HOKUSAI_REGISTRY_SCAN_POLICY=off, to price the model scan
 MODEL = "bench-model"
 EXPERIMENT = "bench"
 BASIC_INI = """\
@@ -161,11 +162,13 @@ def _launch(kind: str, root: Path, backend: str | None = None) -> _Pending:
             "MLFLOW_AUTH_CONFIG_PATH": str(data / "auth.ini"),
         }
         command = [str(BIN / "mlflow"), "server", *stock_args, "--app-name", "basic-auth"]
-    elif kind == "ours":
+    elif kind in OURS:
+        if kind == "ours-noscan":
+            env["HOKUSAI_REGISTRY_SCAN_POLICY"] = "off"
         command = [str(BIN / "hokusai-registry"), "up", "--data-dir", str(data), "--port", str(port)]
         command += ["--workers", "1"] + (["--backend-store-uri", backend] if "sqlite" not in backend else [])
     else:
-        raise ValueError(f"unknown server kind {kind!r}; one of {KINDS}")
+        raise ValueError(f"unknown server kind {kind!r}; one of {KINDS + OURS[1:]}")
     return _Pending(kind, data, f"http://127.0.0.1:{port}", _spawn(command, env, log), backend, password)
 
 
@@ -177,7 +180,7 @@ def _ready(p: _Pending) -> Server:
     if p.kind == "basic":
         server.headers = basic("admin", p.password)
         server.env = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": p.password}
-    elif p.kind == "ours":
+    elif p.kind in OURS:
         admin = _admin_key(log, p.proc)
         create = [str(BIN / "hokusai-registry"), "keys", "create", "--user", "bench", "--scope", "write"]
         key = subprocess.run(
