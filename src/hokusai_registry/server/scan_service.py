@@ -28,7 +28,7 @@ from hokusai_registry.scanning.report import Finding, ScanReport, Verdict
 from hokusai_registry.scanning.sources import ModelFiles, StoredFile, artifact_prefix
 from hokusai_registry.server import scan_store
 from hokusai_registry.server.mlflow_adapter import NewModelVersion
-from hokusai_registry.server.scan_store import VersionKey
+from hokusai_registry.server.scan_store import ScanRecord, VersionKey
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,15 @@ class ScanService:
             return None
         key = VersionKey(row.workspace, row.name, row.version)
         prefix = artifact_prefix(row.storage_location, self.artifacts_uri)
-        scan_store.insert_pending(conn, key, row.storage_location, prefix, blocked=self.policy == "block")
+        # Leased to this worker from the start: the same thread scans it as soon as MLflow returns.
+        scan_store.insert_pending(
+            conn,
+            key,
+            row.storage_location,
+            prefix,
+            blocked=self.policy == "block",
+            leased_to=(self.owner, LEASE),
+        )
         self._inserted.key = key
         return scan_store.PENDING_REGISTRATION
 
@@ -87,48 +95,41 @@ class ScanService:
         """Scan the version this thread just inserted: True if its verdict is in (scanned inline)."""
         key: VersionKey | None = getattr(self._inserted, "key", None)
         self._inserted.key = None
-        if key is None:
+        record = scan_store.get(self.engine, key) if key is not None else None
+        if record is None:
             return False
-        record = scan_store.get(self.engine, key)
-        if record is not None and record.artifact_prefix is None:
-            self._resolve_prefix(key, record.storage_location)
-        if not scan_store.claim(self.engine, key, self.owner, LEASE):
-            return False  # a sweep took it first
-        files = self._files(key)
+        files = self._files(record)
         if files is not None and sum(stored.size for stored in files.listing()) > self.inline_max_bytes:
-            self._submit(key)
+            self._submit(record)
             return False
-        self._scan_claimed(key)
+        self._scan_claimed(record, files)
         return True
 
     # --- scanning ---------------------------------------------------------------------------------
 
-    def _resolve_prefix(self, key: VersionKey, storage_location: str) -> None:
-        location = (
-            self.resolve_run_location(storage_location) if storage_location.startswith("runs:") else None
-        )
-        prefix = artifact_prefix(location, self.artifacts_uri) if location else None
-        if prefix is not None:
-            scan_store.set_prefix(self.engine, key, prefix)
+    def _files(self, record: ScanRecord) -> ModelFiles | None:
+        """Where the version's files are; a ``runs:/`` source is resolved (and remembered) first."""
+        prefix = record.artifact_prefix
+        if prefix is None and record.storage_location.startswith("runs:"):
+            location = self.resolve_run_location(record.storage_location)
+            prefix = artifact_prefix(location, self.artifacts_uri) if location else None
+            if prefix is not None:
+                scan_store.set_prefix(self.engine, record.key, prefix)
+        return ModelFiles(self.artifacts_uri, prefix) if prefix is not None else None
 
-    def _files(self, key: VersionKey) -> ModelFiles | None:
-        record = scan_store.get(self.engine, key)
-        if record is None or record.artifact_prefix is None:
-            return None
-        return ModelFiles(self.artifacts_uri, record.artifact_prefix)
-
-    def _submit(self, key: VersionKey) -> None:
+    def _submit(self, record: ScanRecord) -> None:
         try:
-            self._pool.submit(self._scan_claimed, key)
+            self._pool.submit(lambda: self._scan_claimed(record, self._files(record)))
         except RuntimeError:  # shutting down: the lease runs out and another worker's sweep takes it
-            log.warning("not scanning %s: this worker is stopping", key)
+            log.warning("not scanning %s: this worker is stopping", record.key)
 
-    def _scan_claimed(self, key: VersionKey) -> None:
+    def _scan_claimed(self, record: ScanRecord, files: ModelFiles | None) -> None:
+        key = record.key
         renewing = threading.Event()
         renewer = threading.Thread(target=self._renew, args=(key, renewing), daemon=True)
         renewer.start()
         try:
-            report = self._report(key)
+            report = self._report(record, files)
         finally:
             renewing.set()
             renewer.join()
@@ -137,19 +138,17 @@ class ScanService:
         else:
             log.warning("scan of %s finished, but another worker recorded its verdict first", key)
 
-    def _report(self, key: VersionKey) -> ScanReport:
-        files = self._files(key)
+    def _report(self, record: ScanRecord, files: ModelFiles | None) -> ScanReport:
         if files is None:
-            record = scan_store.get(self.engine, key)
-            where = record.storage_location if record else "?"
             detail = (
-                f"its files ({where}) are not in this registry's artifact store, so they cannot be scanned"
+                f"its files ({record.storage_location}) are not in this registry's artifact store, "
+                "so they cannot be scanned"
             )
             return ScanReport("hokusai-registry", [], [Finding(".", Verdict.ERROR, detail)])
         try:
             return self.scanner(files.open_each())
         except Exception as error:  # a scanner bug or a storage error: never a clean verdict
-            log.exception("scan of %s failed", key)
+            log.exception("scan of %s failed", record.key)
             return ScanReport("hokusai-registry", [], [Finding(".", Verdict.ERROR, f"scan failed: {error}")])
 
     def _renew(self, key: VersionKey, done: threading.Event) -> None:
@@ -173,11 +172,9 @@ class ScanService:
         """Take over the scans whose worker died, and those nobody took yet (rescans)."""
         taken = 0
         for key in scan_store.claimable(self.engine):
-            if scan_store.claim(self.engine, key, self.owner, LEASE):
-                record = scan_store.get(self.engine, key)
-                if record is not None and record.artifact_prefix is None:
-                    self._resolve_prefix(key, record.storage_location)
-                self._submit(key)
+            record = scan_store.get(self.engine, key)
+            if record is not None and scan_store.claim(self.engine, key, self.owner, LEASE):
+                self._submit(record)
                 taken += 1
         return taken
 

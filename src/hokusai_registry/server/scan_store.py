@@ -133,8 +133,16 @@ def create_tables(engine: sa.Engine) -> None:
 
 
 def insert_pending(
-    conn: sa.Connection, key: VersionKey, storage_location: str, prefix: str | None, *, blocked: bool
+    conn: sa.Connection,
+    key: VersionKey,
+    storage_location: str,
+    prefix: str | None,
+    *,
+    blocked: bool,
+    leased_to: tuple[str, dt.timedelta] | None = None,
 ) -> None:
+    owner, lease = leased_to if leased_to else (None, None)
+    at = now()
     conn.execute(
         scans.insert().values(
             workspace=key.workspace,
@@ -144,8 +152,10 @@ def insert_pending(
             artifact_prefix=prefix,
             state=PENDING,
             blocked=blocked,
-            attempts=0,
-            created_at=now(),
+            lease_owner=owner,
+            lease_until=at + lease if lease else None,
+            attempts=1 if owner else 0,
+            created_at=at,
         )
     )
 
