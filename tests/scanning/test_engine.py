@@ -30,6 +30,8 @@ from hokusai_registry.scanning.sources import StoredFile
 from tests.scanning.corpus import (
     SHELL,
     Sample,
+    _OrderedDict,
+    _Storage,
     build_corpus,
     call,
     craft,
@@ -37,6 +39,7 @@ from tests.scanning.corpus import (
     nested_zips,
     npy_header,
     safetensors_bytes,
+    tensor,
     write_zip,
     write_zip64_bomb,
     zip_bytes,
@@ -350,6 +353,24 @@ def test_a_call_after_a_large_byte_string_is_found(tmp_path: Path) -> None:
     assert file.verdict is Verdict.UNSAFE, details(findings)
 
 
+def test_legacy_torch_save_is_five_pickles_then_raw_storages(tmp_path: Path) -> None:
+    """Before the zip format, torch.save wrote magic, protocol, sys_info, the object and the storage
+    keys as five pickles, then the storages' raw bytes: those are data, not a damaged pickle."""
+    import pickle
+
+    state = _OrderedDict([("w", tensor(_Storage("FloatStorage", "0", 4), (2, 2)))])
+    head = [pickle.dumps(n, 2) for n in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True})]
+    storages = b"cnumpy\nfloat32\n" + b"\xff" * 8  # raw bytes that happen to parse as a GLOBAL, then not
+    legacy = b"".join([*head, craft(state, 2), pickle.dumps(["0"], 2)]) + storages
+    file, findings = scan_one(tmp_path, "legacy.pt", legacy)
+    assert (file.kind, file.verdict, findings) == ("pickle", Verdict.CLEAN, [])
+    evil = craft(_OrderedDict([("w", call("os", "system", SHELL))]), 2)
+    file, findings = scan_one(
+        tmp_path, "legacy_evil.pt", b"".join([*head, evil, pickle.dumps(["0"], 2)]) + storages
+    )
+    assert file.verdict is Verdict.UNSAFE, details(findings)
+
+
 def test_raw_data_that_starts_like_a_pickle_is_not_an_error(tmp_path: Path) -> None:
     """A float tensor can begin with 0x80 0x02; it fails before importing anything, so it is inert."""
     file, findings = scan_one(tmp_path, "tensor.bin", b"\x80\x02\xff" + bytes(range(256)) * 4)
@@ -529,3 +550,16 @@ def test_sniff_takes_a_prefix_cut_mid_character_as_text_and_mid_pickle_as_pickle
     old_pickle = b"(" + b"I1\n" * 30000
     assert sniff(old_pickle[:65536], whole=False) is Kind.PICKLE
     assert sniff(old_pickle[:65536], whole=True) is Kind.TEXT  # ends before STOP, imports nothing
+
+
+def test_a_file_that_cannot_be_read_is_an_error_and_the_others_are_still_scanned(tmp_path: Path) -> None:
+    (tmp_path / "model.pkl").write_bytes(EVIL)
+    files = [
+        (StoredFile("gone.bin", 3), tmp_path / "gone.bin"),
+        (StoredFile("model.pkl", 0), tmp_path / "model.pkl"),
+    ]
+    report = scan_files(files)
+    assert [(f.path, f.verdict) for f in report.files] == [
+        ("gone.bin", Verdict.ERROR),
+        ("model.pkl", Verdict.UNSAFE),
+    ]

@@ -3,8 +3,8 @@
 Every file is read once for its SHA-256 and its kind (from content, not name), then by kind:
 pickles are disassembled (picklescan, and our own walk of the stack, below) and their
 globals graded (grading.py); zip, tar and compressed streams are opened and every member scanned the
-same way, down to ``Limits.max_depth`` containers; numpy, safetensors, HDF5 and Keras files are parsed
-for the parts that can carry code. Nothing is ever unpickled, imported or executed.
+same way, down to ``Limits.max_depth`` containers; numpy, safetensors, HDF5, Keras and skops files are
+parsed for the parts that can carry code. Nothing is ever unpickled, imported or executed.
 
 Bounds: members are streamed from the archive (stored ones read in place, compressed ones inflated
 to a temporary file only when they need more than a sniff), byte arguments of pickles are skipped
@@ -85,7 +85,11 @@ def scan_files(files: Iterable[tuple[StoredFile, Path]], limits: Limits | None =
     scanned: list[ScannedFile] = []
     findings: list[Finding] = []
     for stored, local in files:
-        file, found = _scan_stored(stored.path, local, limits)
+        try:
+            file, found = _scan_stored(stored.path, local, limits)
+        except OSError as exc:  # gone or unreadable: an error verdict for this file, the others still scanned
+            file = ScannedFile(stored.path, stored.size, "", "unknown", Verdict.ERROR)
+            found = [Finding(stored.path, Verdict.ERROR, f"could not be read ({exc})")]
         scanned.append(file)
         findings.extend(found)
     return ScanReport(scanner=scanner_name(), files=scanned, findings=findings)

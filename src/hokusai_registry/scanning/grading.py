@@ -148,6 +148,13 @@ _NUMPY_TYPES = _names(
     "uint16 uint32 uint64 intp uintp complex64 complex128 complex256 str_ bytes_ object_ datetime64 "
     "timedelta64 void half single double longlong ulonglong short ushort intc uintc"
 )
+# numpy math that sklearn's FunctionTransformer and friends pickle by reference
+_NUMPY_MATH = _names(
+    "log log1p log2 log10 exp exp2 expm1 sqrt cbrt square abs absolute fabs sign negative reciprocal sin cos "
+    "tan arcsin arccos arctan arctan2 sinh cosh tanh arcsinh arccosh arctanh floor ceil rint trunc round "
+    "around clip maximum minimum fmax fmin add subtract multiply divide true_divide power float_power mean "
+    "median sum prod std var nanmean nanmedian nansum max min amax amin argmax argmin"
+)
 _TORCH_NAMES = _names(
     "Size device Tensor dtype float32 float64 float16 bfloat16 half float double int8 int16 int32 int64 "
     "uint8 uint16 uint32 uint64 bool complex64 complex128 cfloat cdouble long int short float8_e4m3fn "
@@ -168,7 +175,7 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "uuid": _names("UUID SafeUUID"),
     "pathlib": _names("Path PosixPath WindowsPath PurePath PurePosixPath PureWindowsPath"),
     "re": _names("_compile"),
-    "numpy": _NUMPY_TYPES,
+    "numpy": _NUMPY_TYPES | _NUMPY_MATH,
     "numpy.core.multiarray": _names("_reconstruct scalar"),
     "numpy._core.multiarray": _names("_reconstruct scalar"),
     "numpy.core.numeric": _names("_frombuffer"),
@@ -195,8 +202,10 @@ _ALLOWED_PACKAGES = tuple(
     )
 )
 _NOT_ALLOWED_SEGMENTS = _names("tests testing _testing conftest estimator_checks externals")
-_RECONSTRUCTOR = re.compile(r"_{0,2}(rebuild|reconstruct|unpickle|new_|restore|frombuffer|from_bytes)\w*")
-_CLASS = re.compile(r"[A-Z]\w*")
+_RECONSTRUCTOR = re.compile(
+    r"_{0,2}(pyx_unpickle|rebuild|reconstruct|unpickle|new_|restore|frombuffer|from_bytes)\w*"
+)
+_CLASS = re.compile(r"_?[A-Z]\w*")  # classes, private ones too (sklearn's _BinMapper)
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 
 

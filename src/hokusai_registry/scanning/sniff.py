@@ -2,7 +2,11 @@
 
 A loader does not care what a file is called: ``torch.load("config.json")`` unpickles a pickle, and a
 zip named ``weights.bin`` is still a zip. So every decision here looks at content only. Pure
-functions over a prefix of the file (``HEAD_BYTES``), no I/O.
+functions over a prefix of the file (``HEAD_BYTES``), no file I/O.
+
+Also here: ``iter_ops``, the pickle opcode reader that sniffing and the engine's walk share. It reads
+as leniently as CPython's unpickler (``pickletools`` rejects ``I0x10`` and non-ASCII GLOBAL lines,
+which the unpickler takes), so no opcode after such a construct is hidden from the scanner.
 """
 
 from __future__ import annotations
