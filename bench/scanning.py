@@ -14,7 +14,7 @@ import time
 from statistics import median
 
 import httpx
-from servers import Server, rss_kib
+from servers import Server, descendants, rss_kib
 
 API = "/api/2.0/mlflow"
 MIB = 1 << 20
@@ -37,18 +37,20 @@ def place_model(server: Server, http: httpx.Client, mib: int, tag: str) -> tuple
     return f"{run['artifact_uri']}/model", run["run_id"]
 
 
-def time_to_verdict(server: Server, http: httpx.Client, mib: int, name: str) -> tuple[float, int, str]:
-    """Seconds from create_model_version to a final status, peak worker RSS above idle (KiB), status."""
-    source, run_id = place_model(server, http, mib, name)
+def time_to_verdict(
+    server: Server, http: httpx.Client, placed: tuple[str, str], name: str, poll: float = 0.05
+) -> tuple[float, int, str]:
+    """Seconds from create_model_version to a final status, the peak RSS of the server's processes
+    (workers and their scanner processes) above what they used before (KiB), and the status."""
+    source, run_id = placed
     http.post(f"{API}/registered-models/create", json={"name": name})
-    pids = server.worker_pids()
-    idle = rss_kib(pids)
+    idle = rss_kib(descendants(server.proc.pid))
     peak = [idle]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.05):
-            peak[0] = max(peak[0], rss_kib(pids))
+            peak[0] = max(peak[0], rss_kib(descendants(server.proc.pid)))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -56,7 +58,7 @@ def time_to_verdict(server: Server, http: httpx.Client, mib: int, name: str) -> 
     body = {"name": name, "source": source, "run_id": run_id}
     status = http.post(f"{API}/model-versions/create", json=body).json()["model_version"]["status"]
     while status == "PENDING_REGISTRATION":
-        time.sleep(0.05)
+        time.sleep(poll)
         got = http.get(f"{API}/model-versions/get", params={"name": name, "version": "1"}).json()
         status = got["model_version"]["status"]
     elapsed = time.perf_counter() - started
@@ -69,7 +71,10 @@ def bench_verdicts(server: Server, sizes: list[int]) -> str:
     http = httpx.Client(base_url=server.url, headers=server.headers, timeout=300)
     rows = []
     for mib in sizes:
-        seconds, above_idle, status = time_to_verdict(server, http, mib, f"scan-{mib}-{time.monotonic_ns()}")
+        name = f"scan-{mib}-{time.monotonic_ns()}"
+        seconds, above_idle, status = time_to_verdict(
+            server, http, place_model(server, http, mib, name), name
+        )
         rows.append(f"| {mib:,} MiB | {seconds:.2f} | {above_idle / 1024:.0f} | {status} |")
     http.close()
     header = "| model | create to verdict, s | worker RSS above idle, MiB | status |\n|---|---|---|---|"
@@ -77,17 +82,19 @@ def bench_verdicts(server: Server, sizes: list[int]) -> str:
 
 
 class Scans(threading.Thread):
-    """Registers ``mib`` MiB models one after another, so a scan is always running."""
+    """Registers models placed beforehand one after another, so a scan is always running and the
+    harness writes nothing while wrk measures."""
 
-    def __init__(self, server: Server, mib: int) -> None:
+    def __init__(self, server: Server, placed: list[tuple[str, str]]) -> None:
         super().__init__(daemon=True)
-        self.server, self.mib, self.done = server, mib, 0
+        self.server, self.placed, self.done = server, placed, 0
         self.stopping = threading.Event()
 
     def run(self) -> None:
         http = httpx.Client(base_url=self.server.url, headers=self.server.headers, timeout=300)
-        while not self.stopping.is_set():
-            time_to_verdict(self.server, http, self.mib, f"load-{time.monotonic_ns()}")
+        while not self.stopping.is_set() and self.placed:
+            # Polled every 0.5 s: the harness's own requests should not be what slows the reads.
+            time_to_verdict(self.server, http, self.placed.pop(), f"load-{time.monotonic_ns()}", poll=0.5)
             self.done += 1
         http.close()
 
@@ -97,13 +104,17 @@ def bench_reads_during_scans(server: Server, rounds: int, seconds: int, mib: int
     from run import READ_PATH, wait_idle, warm_up, wrk
 
     warm_up(server.url + READ_PATH, server.headers)
+    http = httpx.Client(base_url=server.url, headers=server.headers, timeout=300)
     quiet: list[float] = []
     busy: list[float] = []
     scans_done = 0
     for round_ in range(rounds):
         for scanning in (False, True) if round_ % 2 == 0 else (True, False):
+            placed = (
+                [place_model(server, http, mib, f"m-{i}") for i in range(seconds * 2)] if scanning else []
+            )
             wait_idle([server])
-            scans = Scans(server, mib) if scanning else None
+            scans = Scans(server, placed) if scanning else None
             if scans:
                 scans.start()
                 time.sleep(0.5)

@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-from hokusai_registry.scanning.engine import scan_files
 from hokusai_registry.server import mlflow_adapter, scan_store
 from hokusai_registry.server.quarantine import ModelQuarantined, Quarantine
 from hokusai_registry.server.registry_store import RegistryStore
@@ -36,7 +35,7 @@ class World:
         self.models = 0
 
     def service(self, policy: Policy = "block", inline_max_bytes: int = 1 << 20) -> ScanService:
-        service = ScanService(self.engine, str(self.artifacts), policy, scan_files, inline_max_bytes, 1)
+        service = ScanService(self.engine, str(self.artifacts), policy, inline_max_bytes, 1)
         mlflow_adapter.on_model_version_insert(service.on_insert)
         return service
 

@@ -2,29 +2,23 @@
 
 A loader does not care what a file is called: ``torch.load("config.json")`` unpickles a pickle, and a
 zip named ``weights.bin`` is still a zip. So every decision here looks at content only. Pure
-functions over a prefix of the file (``HEAD_BYTES``), no file I/O.
-
-Also here: ``iter_ops``, the pickle opcode reader that sniffing and the engine's walk share. It reads
-as leniently as CPython's unpickler (``pickletools`` rejects ``I0x10`` and non-ASCII GLOBAL lines,
-which the unpickler takes), so no opcode after such a construct is hidden from the scanner.
+functions over a prefix of the file (``HEAD_BYTES``), no file I/O. Old pickles, which have no
+header, are told by reading their first opcodes (opcodes.py).
 """
 
 from __future__ import annotations
 
-import codecs
 import enum
 import io
-import pickletools
 import re
 import struct
 import zlib
-from collections.abc import Callable, Iterator
-from typing import Any
 
 from hokusai_registry.scanning import grading
+from hokusai_registry.scanning.opcodes import PickleParseError, iter_ops
 from hokusai_registry.scanning.report import Verdict
 
-__all__ = ["HEAD_BYTES", "Kind", "PickleParseError", "iter_ops", "sniff"]
+__all__ = ["HEAD_BYTES", "Kind", "sniff"]
 
 HEAD_BYTES = 64 * 1024  # what the scanner reads to decide; also the prefix old pickles are parsed over
 
@@ -46,6 +40,7 @@ class Kind(enum.StrEnum):
     BINARY = "binary"
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MAGIC: list[tuple[bytes, Kind]] = [
     (b"PK\x03\x04", Kind.ZIP),
     (b"PK\x05\x06", Kind.ZIP),  # an empty zip is all end-of-central-directory record
@@ -53,9 +48,8 @@ _MAGIC: list[tuple[bytes, Kind]] = [
     (b"\xfd7zXZ\x00", Kind.XZ),
     (b"7z\xbc\xaf\x27\x1c", Kind.SEVEN_ZIP),
     (b"\x93NUMPY", Kind.NUMPY),
-    (b"\x89HDF\r\n\x1a\n", Kind.HDF5),
+    (_HDF5_SIGNATURE, Kind.HDF5),
 ]
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _BZ2 = re.compile(rb"BZh[1-9](1AY&SY|\x17rE8P\x90)")  # a first block, or the end-of-stream marker
 _ZLIB_SECOND_BYTES = frozenset({0x01, 0x5E, 0x9C, 0xDA})  # joblib's levels 1-9 all write one of these
 _IDENTIFIER = re.compile(r"[A-Za-z_][\w.]*")
@@ -139,7 +133,7 @@ def _is_old_pickle(head: bytes, whole: bool) -> bool:
     stream = io.BytesIO(head)
     imported = False
     try:
-        for index, (name, arg, _) in enumerate(iter_ops(stream)):
+        for index, (name, arg) in enumerate(iter_ops(stream)):
             if name in ("GLOBAL", "INST") and index == 0 and _known(*arg):
                 return True
             if name in ("GLOBAL", "INST", "STACK_GLOBAL", "EXT1", "EXT2", "EXT4"):
@@ -167,87 +161,3 @@ def _is_text(head: bytes, whole: bool) -> bool:
     except UnicodeDecodeError as exc:
         return not whole and exc.start >= len(head) - 3  # a character cut by the prefix's end
     return True
-
-
-# ---------------------------------------------------------------------------------------------
-# Pickle opcodes, read as leniently as CPython's unpickler reads them (the engine walks with them too)
-
-
-class PickleParseError(ValueError):
-    """The bytes are not a pickle any unpickler would read this far."""
-
-
-def _line(stream: Any) -> bytes:
-    data: bytes = stream.readline()
-    if not data.endswith(b"\n"):
-        raise PickleParseError("no newline where a protocol-0 argument ends")
-    return data[:-1]
-
-
-def _read_int(stream: Any) -> int | bool:
-    data = _line(stream)
-    if data in (b"00", b"01"):
-        return data == b"01"
-    return _parse_int(data)
-
-
-def _read_long(stream: Any) -> int:
-    data = _line(stream)
-    return _parse_int(data[:-1] if data.endswith(b"L") else data)
-
-
-def _parse_int(data: bytes) -> int:
-    for base in (0, 10):  # the unpickler's int(s, 0) takes 0x10; "010" only parses in base 10
-        try:
-            return int(data, base)
-        except ValueError:
-            continue
-    raise PickleParseError(f"not an integer: {data[:40]!r}")
-
-
-def _read_string(stream: Any) -> str:
-    data = _line(stream)
-    if len(data) < 2 or data[:1] != data[-1:] or data[:1] not in (b"'", b'"'):
-        raise PickleParseError("a STRING argument without quotes")
-    return codecs.escape_decode(data[1:-1])[0].decode("latin-1")
-
-
-def _read_name(stream: Any) -> str:
-    return _line(stream).decode("utf-8", "surrogateescape")
-
-
-def _read_name_pair(stream: Any) -> tuple[str, str]:
-    return _read_name(stream), _read_name(stream)
-
-
-_LENIENT: dict[str, Callable[[Any], object]] = {
-    "INT": _read_int,
-    "LONG": _read_long,
-    "STRING": _read_string,
-    "GLOBAL": _read_name_pair,
-    "INST": _read_name_pair,
-    "PERSID": _read_name,
-}
-_BY_CODE = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
-
-
-def iter_ops(stream: Any) -> Iterator[tuple[str, Any, int]]:
-    """``(opcode name, argument, position)`` up to and including STOP; GLOBAL's argument is a pair."""
-    while True:
-        position = stream.tell()
-        code = stream.read(1)
-        op = _BY_CODE.get(code)
-        if op is None:
-            raise PickleParseError(
-                f"pickle data ends before STOP at byte {position}"
-                if not code
-                else f"byte {position} ({code!r}) is not an opcode"
-            )
-        try:
-            reader = _LENIENT.get(op.name) or (op.arg.reader if op.arg else None)
-            arg = reader(stream) if reader else None
-        except (ValueError, struct.error, OverflowError, EOFError) as exc:
-            raise PickleParseError(f"{op.name} at byte {position}: {exc}") from None
-        yield op.name, arg, position
-        if op.name == "STOP":
-            return

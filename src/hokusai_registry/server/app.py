@@ -77,15 +77,12 @@ def install_scanning(settings: Settings) -> tuple[ScanService | None, Quarantine
     if settings.scan_policy == "off":
         mlflow_adapter.on_model_version_insert(lambda _conn, _row: None)
         return None, None
-    from hokusai_registry.scanning.engine import scan_files
-
     engine = mlflow_adapter.registry_engine()
     scan_store.create_tables(engine)
     scans = ScanService(
         engine,
         settings.artifacts_uri,
         settings.scan_policy,
-        scan_files,
         settings.scan_inline_max_bytes,
         settings.scan_concurrency,
         resolve_run_location=mlflow_adapter.run_artifact_location,

@@ -4,7 +4,8 @@ A new version is inserted ``PENDING_REGISTRATION`` with its pending scan row (sc
 MLflow creates it, still in the ``create_model_version`` request (a Flask thread, never the event
 loop), a small model (``scan_inline_max_bytes``, the common case) is scanned there, so the response
 already says ``READY`` or ``FAILED_REGISTRATION`` and the stock client never waits its 3 s poll. A larger
-one goes to this worker's background pool (``scan_concurrency`` threads). Whoever scans holds a lease on
+one goes to this worker's background pool (``scan_concurrency`` scanner processes at the lowest
+CPU priority, so reads keep their latency while it runs). Whoever scans holds a lease on
 the row and renews it; if the worker dies, the lease runs out and any worker's sweep (every
 ``SWEEP_SECONDS``) takes the scan over, so every version gets its one verdict within a minute.
 """
@@ -12,20 +13,25 @@ the row and renews it; if the worker dies, the lease runs out and any worker's s
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
+import queue
 import socket
+import subprocess
+import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Literal
 
 import sqlalchemy as sa
 from mlflow.prompt.constants import IS_PROMPT_TAG_KEY
 
+from hokusai_registry.scanning.engine import scan_files
 from hokusai_registry.scanning.report import Finding, ScanReport, Verdict
-from hokusai_registry.scanning.sources import ModelFiles, StoredFile, artifact_prefix
+from hokusai_registry.scanning.sources import ModelFiles, artifact_prefix
 from hokusai_registry.server import scan_store
 from hokusai_registry.server.mlflow_adapter import NewModelVersion
 from hokusai_registry.server.scan_store import ScanRecord, VersionKey
@@ -33,7 +39,6 @@ from hokusai_registry.server.scan_store import ScanRecord, VersionKey
 log = logging.getLogger(__name__)
 
 Policy = Literal["block", "warn", "off"]
-Scanner = Callable[[Iterator[tuple[StoredFile, Any]]], ScanReport]
 LEASE = dt.timedelta(seconds=30)
 SWEEP_SECONDS = 10.0
 
@@ -49,13 +54,47 @@ def outcome_for(report: ScanReport, policy: Policy) -> scan_store.Outcome:
     )
 
 
+class ScannerProcess:
+    """One ``hokusai_registry.scanning.worker`` process, started when first needed, restarted if it died."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[str] | None = None
+
+    def scan(self, files: ModelFiles) -> ScanReport:
+        if self._proc is None or self._proc.poll() is not None:
+            command = [sys.executable, "-m", "hokusai_registry.scanning.worker"]
+            self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write(
+                json.dumps({"destination": files.destination, "prefix": files.prefix}) + "\n"
+            )
+            self._proc.stdin.flush()
+            answer = self._proc.stdout.readline()
+        except OSError:
+            answer = ""
+        if not answer:
+            self._proc.kill()
+            raise ScannerDied("the scanner process died (out of memory, or killed)")
+        if answer.startswith('{"error"'):
+            raise RuntimeError(json.loads(answer)["error"])
+        return ScanReport.from_json(answer)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+
+
+class ScannerDied(RuntimeError):
+    pass
+
+
 class ScanService:
     def __init__(
         self,
         engine: sa.Engine,
         artifacts_uri: str,
         policy: Policy,
-        scanner: Scanner,
         inline_max_bytes: int,
         concurrency: int,
         resolve_run_location: Callable[[str], str | None] = lambda _: None,
@@ -63,11 +102,13 @@ class ScanService:
         self.engine = engine
         self.artifacts_uri = artifacts_uri
         self.policy = policy
-        self.scanner = scanner
         self.inline_max_bytes = inline_max_bytes
         self.resolve_run_location = resolve_run_location
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="hokusai-scan")
+        self._scanners: queue.SimpleQueue[ScannerProcess] = queue.SimpleQueue()
+        for _ in range(concurrency):
+            self._scanners.put(ScannerProcess())
         self._inserted = threading.local()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -102,7 +143,7 @@ class ScanService:
         if files is not None and sum(stored.size for stored in files.listing()) > self.inline_max_bytes:
             self._submit(record)
             return False
-        self._scan_claimed(record, files)
+        self._scan_claimed(record, files, background=False)
         return True
 
     # --- scanning ---------------------------------------------------------------------------------
@@ -119,17 +160,17 @@ class ScanService:
 
     def _submit(self, record: ScanRecord) -> None:
         try:
-            self._pool.submit(lambda: self._scan_claimed(record, self._files(record)))
+            self._pool.submit(lambda: self._scan_claimed(record, self._files(record), background=True))
         except RuntimeError:  # shutting down: the lease runs out and another worker's sweep takes it
             log.warning("not scanning %s: this worker is stopping", record.key)
 
-    def _scan_claimed(self, record: ScanRecord, files: ModelFiles | None) -> None:
+    def _scan_claimed(self, record: ScanRecord, files: ModelFiles | None, *, background: bool) -> None:
         key = record.key
         renewing = threading.Event()
         renewer = threading.Thread(target=self._renew, args=(key, renewing), daemon=True)
         renewer.start()
         try:
-            report = self._report(record, files)
+            report = self._report(record, files, background)
         finally:
             renewing.set()
             renewer.join()
@@ -138,7 +179,7 @@ class ScanService:
         else:
             log.warning("scan of %s finished, but another worker recorded its verdict first", key)
 
-    def _report(self, record: ScanRecord, files: ModelFiles | None) -> ScanReport:
+    def _report(self, record: ScanRecord, files: ModelFiles | None, background: bool) -> ScanReport:
         if files is None:
             detail = (
                 f"its files ({record.storage_location}) are not in this registry's artifact store, "
@@ -146,7 +187,14 @@ class ScanService:
             )
             return ScanReport("hokusai-registry", [], [Finding(".", Verdict.ERROR, detail)])
         try:
-            return self.scanner(files.open_each())
+            if not background:  # small: here, in the request's thread
+                report: ScanReport = scan_files(files.open_each())
+                return report
+            scanner = self._scanners.get()
+            try:
+                return scanner.scan(files)
+            finally:
+                self._scanners.put(scanner)
         except Exception as error:  # a scanner bug or a storage error: never a clean verdict
             log.exception("scan of %s failed", record.key)
             return ScanReport("hokusai-registry", [], [Finding(".", Verdict.ERROR, f"scan failed: {error}")])
@@ -167,6 +215,8 @@ class ScanService:
     def stop(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        while not self._scanners.empty():
+            self._scanners.get().stop()
 
     def sweep_once(self) -> int:
         """Take over the scans whose worker died, and those nobody took yet (rescans)."""
