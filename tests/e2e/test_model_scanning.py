@@ -20,7 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.services import Registry, run_registry
+from tests.services import Registry, run_postgres, run_registry, run_s3
 
 CLIENT = Path(__file__).with_name("scan_client.py")
 API = "/api/2.0/mlflow"
@@ -143,6 +143,17 @@ def test_a_released_version_is_served(blocking: Registry) -> None:
     root, _ = version_files(http, "reviewed")
     assert http.get(f"/api/2.0/mlflow-artifacts/artifacts/{root}/python_model.pkl").status_code == 200
 
+    # A rescan (after a scanner upgrade, say) takes the release back; the running server scans it again.
+    rescanned = blocking.cli("scan", "rescan", "reviewed")
+    assert "1 version(s)" in rescanned.stderr and '"action": "scan_rescan"' in rescanned.stderr
+    assert_quarantined(http.get(f"{API}/model-versions/get-download-uri", params=params), "not been scanned")
+    deadline = time.monotonic() + 60
+    status = "PENDING_REGISTRATION"
+    while status == "PENDING_REGISTRATION" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = http.get(f"{API}/model-versions/get", params=params).json()["model_version"]["status"]
+    assert status == "FAILED_REGISTRATION"
+
 
 def test_a_benign_model_becomes_ready_and_loads(blocking: Registry) -> None:
     result = stock_client(blocking, blocking.create_key("bob"), "benign", "good")
@@ -218,3 +229,33 @@ def test_a_worker_killed_mid_scan_does_not_leave_the_version_pending(tmp_path: P
             attempts = conn.execute(sa.text("SELECT attempts FROM hokusai_scans WHERE name='big'")).scalar()
         engine.dispose()
         assert attempts == 2, "the verdict did not come from a second worker taking the scan over"
+
+
+def test_on_postgresql_the_verdict_and_the_quarantine_hold(tmp_path: Path) -> None:
+    with run_postgres() as uri, run_registry(tmp_path, "--backend-store-uri", uri) as registry:
+        key = registry.create_key("pg-tenant")
+        assert stock_client(registry, key, "malicious", "evil-pg")["raised"]
+        assert stock_client(registry, key, "benign", "good-pg")["same"] is True
+        admin = registry.client(registry.admin_key)
+        params = {"name": "evil-pg", "version": "1"}
+        assert_quarantined(admin.get(f"{API}/model-versions/get-download-uri", params=params), "system")
+        shown = registry.cli("scan", "show", "evil-pg", "1", "--json", "--backend-store-uri", uri)
+    assert json.loads(shown.stdout)["verdict"] == "unsafe"
+
+
+def test_models_in_s3_are_scanned_and_quarantined_there(tmp_path: Path) -> None:
+    """The scan reads the files from the bucket the server stores them in (moto's S3 server here)."""
+    destination = "s3://registry-artifacts/prod"
+    with (
+        run_s3("registry-artifacts") as s3_env,
+        run_registry(tmp_path, "--artifacts-destination", destination, env=s3_env) as registry,
+    ):
+        key = registry.create_key("s3-tenant")
+        result = stock_client(registry, key, "malicious", "evil-s3")
+        assert result["raised"] and "python_model.pkl" in result["message"], result
+        assert stock_client(registry, key, "benign", "good-s3")["same"] is True
+        admin = registry.client(registry.admin_key)
+        root, _ = version_files(admin, "evil-s3")
+        assert_quarantined(admin.get(f"/api/2.0/mlflow-artifacts/artifacts/{root}/python_model.pkl"))
+        shown = json.loads(registry.cli("scan", "show", "good-s3", "1", "--json").stdout)
+    assert shown["verdict"] == "clean" and shown["manifest"]
