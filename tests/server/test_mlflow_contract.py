@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -488,9 +489,12 @@ def test_every_proxied_download_reads_the_destination_repository_global(
     from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR
     from mlflow.server import artifact_router as native
 
-    monkeypatch.setenv(ARTIFACTS_DESTINATION_ENV_VAR, str(tmp_path))
+    monkeypatch.delenv(ARTIFACTS_DESTINATION_ENV_VAR, raising=False)
     monkeypatch.setattr(handlers, "_artifact_repo", None)
-    installed = mlflow_adapter.install_artifact_repository(lambda repo: mlflow_adapter.Delegating(repo))
+    installed = mlflow_adapter.install_artifact_repository(
+        lambda repo: mlflow_adapter.Delegating(repo), str(tmp_path)
+    )
+    assert os.environ[ARTIFACTS_DESTINATION_ENV_VAR] == str(tmp_path)  # the name MLflow reads
     assert handlers._get_artifact_repo_mlflow_artifacts() is installed
     assert native._get_artifact_repo() is installed
     for handler in (

@@ -92,7 +92,9 @@ def install_scanning(settings: Settings) -> tuple[ScanService | None, Quarantine
     quarantine = None
     if settings.scan_policy == "block":
         quarantine = Quarantine(engine)
-        mlflow_adapter.install_artifact_repository(lambda repo: QuarantinedRepository(repo, quarantine))
+        mlflow_adapter.install_artifact_repository(
+            lambda repo: QuarantinedRepository(repo, quarantine), settings.artifacts_uri
+        )
     return scans, quarantine
 
 

@@ -242,10 +242,15 @@ def install_registry_store(wrap: Callable[[Any], W]) -> W:
     return wrapped
 
 
-def install_artifact_repository(wrap: Callable[[Any], W]) -> W:
-    """Put ``wrap(the artifact destination's repository)`` where every proxied download reads from."""
-    from mlflow.server import handlers
+def install_artifact_repository(wrap: Callable[[Any], W], destination: str) -> W:
+    """Put ``wrap(the artifact destination's repository)`` where every proxied download reads from.
 
+    ``mlflow server --serve-artifacts`` puts the destination in its workers' environment; an app built
+    outside it (a test, a route dump) gets ``destination``, the same value ``up`` passes MLflow.
+    """
+    from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR, handlers
+
+    os.environ.setdefault(ARTIFACTS_DESTINATION_ENV_VAR, destination)
     handlers._artifact_repo = wrapped = wrap(_original(handlers._get_artifact_repo_mlflow_artifacts()))
     return wrapped
 
