@@ -483,20 +483,38 @@ def test_the_status_message_column_holds_what_the_outcome_truncates_to() -> None
 # --- 9. the artifact destination's repository ---------------------------------------------------------------
 
 
-def test_every_proxied_download_reads_the_destination_repository_global(
+def test_every_proxied_transfer_goes_through_the_guarded_destination_repository(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR
     from mlflow.server import artifact_router as native
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository, MultipartUploadMixin
 
     monkeypatch.delenv(ARTIFACTS_DESTINATION_ENV_VAR, raising=False)
     monkeypatch.setattr(handlers, "_artifact_repo", None)
-    installed = mlflow_adapter.install_artifact_repository(
-        lambda repo: mlflow_adapter.Delegating(repo), str(tmp_path)
-    )
+    reads: list[str] = []
+    writes: list[str] = []
+    guarded = mlflow_adapter.guard_artifact_repository(reads.append, writes.append, str(tmp_path))
     assert os.environ[ARTIFACTS_DESTINATION_ENV_VAR] == str(tmp_path)  # the name MLflow reads
-    assert handlers._get_artifact_repo_mlflow_artifacts() is installed
-    assert native._get_artifact_repo() is installed
+    assert (
+        handlers._get_artifact_repo_mlflow_artifacts() is guarded and native._get_artifact_repo() is guarded
+    )
+    again = mlflow_adapter.guard_artifact_repository(reads.append, writes.append, str(tmp_path))
+    assert again is guarded  # guarding twice wraps once
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f.txt").write_text("x")
+    local = tmp_path / "upload.bin"
+    local.write_text("y")
+    guarded.get_local_path("a/f.txt")
+    guarded.log_artifact(str(local), "b/c")
+    guarded.log_artifacts(str(tmp_path / "a"), artifact_path="d")
+    guarded.delete_artifacts("b")
+    assert reads == ["a/f.txt"] and writes == ["b/c/upload.bin", "d", "b"]
+    # the parameter names the guard binds positional arguments to
+    for name, parameters in mlflow_adapter.REPOSITORY_PARAMETERS.items():
+        owner = MultipartUploadMixin if name == "create_multipart_upload" else ArtifactRepository
+        signature = list(inspect.signature(getattr(owner, name)).parameters)[1:]
+        assert tuple(signature[: len(parameters)]) == parameters, name
     for handler in (
         handlers.get_artifact_handler,
         handlers.get_model_version_artifact_handler,

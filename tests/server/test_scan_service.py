@@ -208,25 +208,75 @@ def test_reserved_tags_are_refused_to_every_client(world: World) -> None:
     for attempt in (
         lambda: store.set_model_version_tag("clean", "1", ModelVersionTag("hokusai_scan_verdict", "clean")),
         lambda: store.delete_model_version_tag("clean", "1", "hokusai_scan_verdict"),
-        lambda: store.create_model_version(
-            name="clean", source=world.model({"a": b""}), tags=[ModelVersionTag("hokusai_scan_x", "1")]
-        ),
     ):
         with pytest.raises(MlflowException, match="hokusai_scan_") as refused:
             attempt()
         assert refused.value.get_http_status_code() == 403
     assert world.store.get_model_version("clean", "1").tags["hokusai_scan_verdict"] == "clean"
-    assert len(world.store.search_model_versions("name='clean'")) == 1  # the refused create wrote nothing
+    # a new version sent with scan tags (the stock client's copy_model_version copies them): dropped
+    forged = [ModelVersionTag("hokusai_scan_verdict", "clean"), ModelVersionTag("own", "kept")]
+    copied = store.create_model_version(
+        name="clean", source=world.model({"model.pkl": OS_SYSTEM}), tags=forged
+    )
+    tags = world.store.get_model_version("clean", copied.version).tags
+    assert copied.status == "FAILED_REGISTRATION" and tags["hokusai_scan_verdict"] == "unsafe"
+    assert tags["own"] == "kept"
+
+
+def test_a_model_deleted_and_made_again_gets_new_versions(world: World) -> None:
+    service = world.service()
+    world.create(service, "again", {"model.pkl": OS_SYSTEM})
+    world.store.delete_registered_model("again")
+    assert world.create(service, "again", {"MLmodel": MLMODEL}).status == "READY"
+
+
+def test_a_renamed_model_stays_quarantined(world: World) -> None:
+    service = world.service()
+    world.create(service, "old", {"model.pkl": OS_SYSTEM})
+    RegistryStore(world.store, service, Quarantine(world.engine)).rename_registered_model("old", "new")
+    with pytest.raises(ModelQuarantined):
+        Quarantine(world.engine).check_version("new", 1)
+
+
+def test_a_version_without_files_is_no_clean_version(world: World) -> None:
+    service = world.service()
+    world.store.create_registered_model("empty")
+    store = RegistryStore(world.store, service, Quarantine(world.engine))
+    created = store.create_model_version(name="empty", source="mlflow-artifacts:/1/nothing/here")
+    assert created.status == "FAILED_REGISTRATION" and "no files" in created.status_message
 
 
 def test_the_path_gate_covers_files_under_and_directories_above_a_blocked_version(world: World) -> None:
     world.create(world.service(), "bad", {"model.pkl": OS_SYSTEM})  # files at 1/models/m-1/artifacts
     gate = Quarantine(world.engine)
-    for refused in ("1/models/m-1/artifacts/model.pkl", "1/models/m-1/artifacts", "1/models", "1"):
+    spellings = (
+        "1/./models/m-1/artifacts/model.pkl",
+        "1//models/m-1/artifacts/",
+        "/1/models/x/../m-1/artifacts",
+    )
+    for refused in (
+        "1/models/m-1/artifacts/model.pkl",
+        "1/models/m-1/artifacts",
+        "1/models",
+        "1",
+        *spellings,
+    ):
         with pytest.raises(ModelQuarantined):
             gate.check_path(refused)
     for allowed in ("1/models/m-10/artifacts/model.pkl", "1/models/m-1/artifactsX/y", "2/models/m-1"):
         gate.check_path(allowed)
+
+
+def test_a_scanned_versions_files_cannot_be_rewritten(world: World) -> None:
+    from hokusai_registry.server.quarantine import FilesImmutable
+
+    world.create(world.service(), "clean", {"MLmodel": MLMODEL})  # files at 1/models/m-1/artifacts
+    gate = Quarantine(world.engine)
+    for refused in ("1/models/m-1/artifacts/python_model.pkl", "1/./models/m-1/artifacts", "1/models"):
+        with pytest.raises(FilesImmutable) as raised:
+            gate.check_write(refused)
+        assert raised.value.get_http_status_code() == 403
+    gate.check_write("1/models/m-2/artifacts/model.pkl")  # another logged model's files
 
 
 def test_like_wildcards_in_a_path_match_only_themselves(world: World) -> None:

@@ -1,5 +1,6 @@
 """A scanner process: ``python -m hokusai_registry.scanning.worker`` reads one JSON request a line
-(``{"destination", "prefix"}``) and answers each with one line, the report's JSON (or ``{"error"}``).
+(``{"id", "destination", "prefix"}``) and answers each with one line, ``{"id", "report"}`` (the
+report's JSON) or ``{"id", "error"}``; the id lets the server tell a stray line from its answer.
 
 The server's background scans run here, at the lowest CPU priority, so a large model's scan holds no
 GIL the worker's request threads wait for, gets a CPU only when requests leave one idle, and cannot
@@ -20,15 +21,17 @@ from hokusai_registry.scanning.sources import ModelFiles
 def main() -> None:
     with contextlib.suppress(OSError):
         os.nice(19)
+    answers = sys.stdout
+    sys.stdout = sys.stderr  # nothing a library prints can be taken for an answer
     for line in sys.stdin:
+        request = json.loads(line)
         try:
-            request = json.loads(line)
             report = scan_files(ModelFiles(request["destination"], request["prefix"]).open_each())
-            answer = report.to_json()
+            answer = {"id": request["id"], "report": report.to_json()}
         except Exception as error:  # answered, not raised: the server grades it as an error
-            answer = json.dumps({"error": f"{type(error).__name__}: {error}"})
-        sys.stdout.write(answer + "\n")
-        sys.stdout.flush()
+            answer = {"id": request["id"], "error": f"{type(error).__name__}: {error}"}
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
 
 
 if __name__ == "__main__":

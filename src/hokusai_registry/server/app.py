@@ -28,7 +28,7 @@ from hokusai_registry.server.authenticator import Authenticator
 from hokusai_registry.server.external import ExternalKeyService
 from hokusai_registry.server.keys import KeyStore
 from hokusai_registry.server.middleware import ApiKeyMiddleware
-from hokusai_registry.server.quarantine import Quarantine, QuarantinedRepository
+from hokusai_registry.server.quarantine import Quarantine
 from hokusai_registry.server.scan_service import ScanService
 from hokusai_registry.settings import ConfigError, Settings
 
@@ -92,8 +92,8 @@ def install_scanning(settings: Settings) -> tuple[ScanService | None, Quarantine
     quarantine = None
     if settings.scan_policy == "block":
         quarantine = Quarantine(engine)
-        mlflow_adapter.install_artifact_repository(
-            lambda repo: QuarantinedRepository(repo, quarantine), settings.artifacts_uri
+        mlflow_adapter.guard_artifact_repository(
+            quarantine.check_path, quarantine.check_write, settings.artifacts_uri
         )
     return scans, quarantine
 

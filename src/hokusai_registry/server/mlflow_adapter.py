@@ -38,10 +38,10 @@ What we rely on (MLflow 3.17):
    API that sets a version's status, so the scan verdict writes both tables directly
    (:func:`set_model_version_outcome`).
 9. Every proxied file read (the native ``mlflow-artifacts`` download, ``get-artifact``,
-   ``model-versions/get-artifact``, a logged model's files) gets the artifact destination's repository
-   from ``handlers._get_artifact_repo_mlflow_artifacts()``, which returns the module global
-   ``handlers._artifact_repo`` once set, and reads a file with ``get_local_path`` or
-   ``download_artifacts`` (:func:`install_artifact_repository`).
+   ``model-versions/get-artifact``, a logged model's files) and write gets the artifact destination's
+   repository from ``handlers._get_artifact_repo_mlflow_artifacts()`` (one object per worker), reads a
+   file with ``get_local_path`` or ``download_artifacts`` and writes with ``log_artifact(s)``,
+   ``create_multipart_upload`` or ``delete_artifacts`` (:func:`guard_artifact_repository`).
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ __all__ = [
     "find_permission_middleware",
     "find_validator",
     "grant_patterns",
+    "guard_artifact_repository",
     "index_grant_folds",
     "index_grants",
     "indexed_retention_gate",
-    "install_artifact_repository",
     "install_auth_store",
     "install_registry_store",
     "intercept_search",
@@ -242,17 +242,56 @@ def install_registry_store(wrap: Callable[[Any], W]) -> W:
     return wrapped
 
 
-def install_artifact_repository(wrap: Callable[[Any], W], destination: str) -> W:
-    """Put ``wrap(the artifact destination's repository)`` where every proxied download reads from.
+# The parameters of the repository methods guarded, in order (the contract test pins them).
+REPOSITORY_PARAMETERS = {
+    "get_local_path": ("artifact_path",),
+    "download_artifacts": ("artifact_path", "dst_path"),
+    "log_artifact": ("local_file", "artifact_path"),
+    "log_artifacts": ("local_dir", "artifact_path"),
+    "create_multipart_upload": ("local_file", "num_parts", "artifact_path"),
+    "delete_artifacts": ("artifact_path",),
+}
+READ_METHODS = ("get_local_path", "download_artifacts")
 
-    ``mlflow server --serve-artifacts`` puts the destination in its workers' environment; an app built
-    outside it (a test, a route dump) gets ``destination``, the same value ``up`` passes MLflow.
+
+def guard_artifact_repository(
+    before_read: Callable[[str], None], before_write: Callable[[str], None], destination: str
+) -> Any:
+    """Make the artifact destination's repository call ``before_read(path)`` before it reads a file
+    out and ``before_write(path)`` before it writes or deletes one; either may raise to refuse.
+
+    The repository object keeps its class (MLflow enables multipart and streamed uploads by
+    ``isinstance`` on it), so its methods are wrapped on the instance, once. ``mlflow server
+    --serve-artifacts`` puts the destination in its workers' environment; an app built outside it (a
+    test, a route dump) gets ``destination``, the same value ``up`` passes MLflow.
     """
     from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR, handlers
 
     os.environ.setdefault(ARTIFACTS_DESTINATION_ENV_VAR, destination)
-    handlers._artifact_repo = wrapped = wrap(_original(handlers._get_artifact_repo_mlflow_artifacts()))
-    return wrapped
+    repository = handlers._get_artifact_repo_mlflow_artifacts()
+    for name in REPOSITORY_PARAMETERS:
+        method = getattr(type(repository), name, None)
+        if method is None:
+            continue
+        check = before_read if name in READ_METHODS else before_write
+
+        def guarded(
+            *args: Any, _method: Any = method, _check: Any = check, _name: str = name, **kw: Any
+        ) -> Any:
+            _check(_target_path(_name, args, kw))
+            return _method(repository, *args, **kw)
+
+        setattr(repository, name, guarded)  # on the instance: replaces an earlier guard, never stacks
+    return repository
+
+
+def _target_path(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The path under the destination a repository call reads, writes or deletes."""
+    bound = dict(zip(REPOSITORY_PARAMETERS[name], args, strict=False)) | kwargs
+    path = str(bound.get("artifact_path") or "").strip("/")
+    if name in ("log_artifact", "create_multipart_upload"):  # a file lands in artifact_path
+        path = "/".join(part for part in (path, os.path.basename(str(bound["local_file"]))) if part)
+    return path
 
 
 # --- the FastAPI permission middleware --------------------------------------------------------------------
@@ -498,7 +537,11 @@ def set_model_version_outcome(
 
     versions, version_tags = SqlModelVersion.__table__, SqlModelVersionTag.__table__
     where = (versions.c.workspace == workspace) & (versions.c.name == name) & (versions.c.version == version)
-    conn.execute(versions.update().where(where).values(status=status, status_message=(message or "")[:500]))
+    updated = conn.execute(
+        versions.update().where(where).values(status=status, status_message=(message or "")[:500])
+    ).rowcount
+    if not updated:  # deleted meanwhile: its tags went with it
+        return
     tag_where = (
         (version_tags.c.workspace == workspace)
         & (version_tags.c.name == name)

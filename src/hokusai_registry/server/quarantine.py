@@ -8,7 +8,11 @@ UI, an alias, ``models:/NAME/V``) and no caller (admins included) gets past them
   :meth:`Quarantine.check_version`);
 - the artifact destination's repository, which every proxied file read goes through (the native
   ``mlflow-artifacts`` download, a run's ``get-artifact``, a logged model's files): a path under a
-  blocked version's files is refused (:class:`QuarantinedRepository`).
+  blocked version's files is refused (:meth:`Quarantine.check_path`, installed by app.py through
+  ``mlflow_adapter.guard_artifact_repository``).
+
+And once a version is scanned its files are frozen: a write or delete under them is refused
+(:meth:`Quarantine.check_write`), so what is served is what was scanned.
 
 The refusal is a 403 whose JSON ``error_code`` is ``MODEL_QUARANTINED`` and whose message names the
 finding. Listing files stays allowed: names are not code.
@@ -17,15 +21,16 @@ finding. Listing files stays allowed: names are not code.
 from __future__ import annotations
 
 import json
-from typing import Any
+import posixpath
 
 import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
-from hokusai_registry.server import mlflow_adapter, scan_store
+from hokusai_registry.server import scan_store
 from hokusai_registry.server.scan_store import ScanRecord, VersionKey
 
-__all__ = ["ModelQuarantined", "Quarantine", "QuarantinedRepository", "ancestors"]
+__all__ = ["FilesImmutable", "ModelQuarantined", "Quarantine", "ancestors", "normalized"]
 
 ERROR_CODE = "MODEL_QUARANTINED"
 
@@ -50,9 +55,25 @@ class ModelQuarantined(MlflowException):  # type: ignore[misc]
         return json.dumps({"error_code": ERROR_CODE, "message": self.message})
 
 
+def normalized(path: str) -> str:
+    """The path as the repository will open it (``a/./b//c`` is ``a/b/c``), so no spelling gets past."""
+    return posixpath.normpath("/" + path).lstrip("/")
+
+
+class FilesImmutable(MlflowException):  # type: ignore[misc]
+    """403: a write under the files of a registered (scanned) version."""
+
+    def __init__(self, record: ScanRecord) -> None:
+        super().__init__(
+            f"these files belong to model version {record.key}, which was scanned as they are; "
+            "they cannot be changed. Log the new files elsewhere and register a new version",
+            error_code=PERMISSION_DENIED,
+        )
+
+
 def ancestors(path: str) -> list[str]:
     """``a/b/c`` -> ``["a", "a/b", "a/b/c"]``: the prefixes a blocked version's files could have."""
-    parts = [part for part in path.strip("/").split("/") if part]
+    parts = [part for part in normalized(path).split("/") if part]
     return ["/".join(parts[: index + 1]) for index in range(len(parts))]
 
 
@@ -71,22 +92,12 @@ class Quarantine:
 
     def check_path(self, path: str) -> None:
         """Refuse a file under a blocked version's files, or a directory that holds some."""
-        record = scan_store.blocked_at_or_around(self.engine, path.strip("/"), ancestors(path))
+        record = scan_store.blocked_at_or_around(self.engine, normalized(path), ancestors(path))
         if record is not None:
             raise ModelQuarantined(record)
 
-
-class QuarantinedRepository(mlflow_adapter.Delegating):
-    """The artifact destination's repository, refusing reads under a blocked version's files."""
-
-    def __init__(self, wrapped: Any, quarantine: Quarantine) -> None:
-        super().__init__(wrapped)
-        self.quarantine = quarantine
-
-    def get_local_path(self, artifact_path: str) -> Any:
-        self.quarantine.check_path(artifact_path)
-        return self.wrapped.get_local_path(artifact_path)
-
-    def download_artifacts(self, artifact_path: str, dst_path: str | None = None) -> Any:
-        self.quarantine.check_path(artifact_path)
-        return self.wrapped.download_artifacts(artifact_path, dst_path)
+    def check_write(self, path: str) -> None:
+        """A registered version's files are what was scanned: nobody writes or deletes under them."""
+        record = scan_store.scanned_at_or_around(self.engine, normalized(path), ancestors(path))
+        if record is not None:
+            raise FilesImmutable(record)

@@ -7,7 +7,8 @@
   answer, so the first read is kept in the request state. Nothing outlives the request.
 - **Scans** (scan_service.py): a version created through any route is scanned before its
   ``create_model_version`` returns when it is small, and its reserved ``hokusai_scan_*`` tags can be
-  written by nobody but the scan (403 ``PERMISSION_DENIED``), so a verdict cannot be forged.
+  written by nobody but the scan (set or deleted: 403 ``PERMISSION_DENIED``; sent with a new version:
+  dropped), so a verdict cannot be forged. A rename carries the scan rows along.
 - **Quarantine** (quarantine.py): a blocked version's download URI is refused.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
-from hokusai_registry.server import mlflow_adapter
+from hokusai_registry.server import mlflow_adapter, scan_store
 from hokusai_registry.server.context import current_request
 from hokusai_registry.server.quarantine import Quarantine
 from hokusai_registry.server.scan_service import ScanService
@@ -51,11 +52,23 @@ class RegistryStore(mlflow_adapter.Delegating):
         return state.registered_models[name]
 
     def create_model_version(self, *args: Any, **kwargs: Any) -> Any:
-        refuse_reserved([tag.key for tag in kwargs.get("tags") or []])
+        # The stock client's copy_model_version sends the source version's tags, the scan's among
+        # them: they are dropped (the new version gets its own scan), never written by a client.
+        kwargs["tags"] = [tag for tag in kwargs.get("tags") or [] if not tag.key.startswith(TAG_PREFIX)]
+        if self.scans is not None:
+            self.scans.before_create()
         created = self.wrapped.create_model_version(*args, **kwargs)
         return self._after_create(created)
 
+    def rename_registered_model(self, name: str, new_name: str) -> Any:
+        renamed = self.wrapped.rename_registered_model(name, new_name)
+        if self.scans is not None:
+            scan_store.rename(self.scans.engine, "default", name, new_name)
+        return renamed
+
     def copy_model_version(self, *args: Any, **kwargs: Any) -> Any:
+        if self.scans is not None:
+            self.scans.before_create()
         return self._after_create(self.wrapped.copy_model_version(*args, **kwargs))
 
     def set_model_version_tag(self, name: str, version: Any, tag: Any) -> Any:

@@ -65,24 +65,26 @@ class ScannerProcess:
             command = [sys.executable, "-m", "hokusai_registry.scanning.worker"]
             self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self._proc.stdin is not None and self._proc.stdout is not None
+        request = uuid.uuid4().hex
         try:
             self._proc.stdin.write(
-                json.dumps({"destination": files.destination, "prefix": files.prefix}) + "\n"
+                json.dumps({"id": request, "destination": files.destination, "prefix": files.prefix}) + "\n"
             )
             self._proc.stdin.flush()
-            answer = self._proc.stdout.readline()
-        except OSError:
-            answer = ""
-        if not answer:
-            self._proc.kill()
-            raise ScannerDied("the scanner process died (out of memory, or killed)")
-        if answer.startswith('{"error"'):
-            raise RuntimeError(json.loads(answer)["error"])
-        return ScanReport.from_json(answer)
+            answer = json.loads(self._proc.stdout.readline() or "null")
+        except (OSError, ValueError):
+            answer = None
+        if not isinstance(answer, dict) or answer.get("id") != request:  # died, or out of step
+            self.stop()
+            raise ScannerDied("the scanner process died or answered out of turn (out of memory, killed?)")
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return ScanReport.from_json(answer["report"])
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
+            self._proc.wait()
 
 
 class ScannerDied(RuntimeError):
@@ -110,6 +112,8 @@ class ScanService:
         for _ in range(concurrency):
             self._scanners.put(ScannerProcess())
         self._inserted = threading.local()
+        self._lock = threading.Lock()
+        self._in_flight: set[VersionKey] = set()  # queued or running background scans
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
@@ -132,6 +136,9 @@ class ScanService:
         self._inserted.key = key
         return scan_store.PENDING_REGISTRATION
 
+    def before_create(self) -> None:
+        self._inserted.key = None  # whatever an earlier, failed create on this thread left
+
     def after_create(self) -> bool:
         """Scan the version this thread just inserted: True if its verdict is in (scanned inline)."""
         key: VersionKey | None = getattr(self._inserted, "key", None)
@@ -139,8 +146,15 @@ class ScanService:
         record = scan_store.get(self.engine, key) if key is not None else None
         if record is None:
             return False
-        files = self._files(record)
-        if files is not None and sum(stored.size for stored in files.listing()) > self.inline_max_bytes:
+        try:
+            files = self._files(record)
+            large = (
+                files is not None and sum(stored.size for stored in files.listing()) > self.inline_max_bytes
+            )
+        except Exception:  # the store is away: the version exists, so its scan goes to the background
+            log.exception("could not list the files of %s; scanning it in the background", record.key)
+            large = True
+        if large:
             self._submit(record)
             return False
         self._scan_claimed(record, files, background=False)
@@ -159,10 +173,26 @@ class ScanService:
         return ModelFiles(self.artifacts_uri, prefix) if prefix is not None else None
 
     def _submit(self, record: ScanRecord) -> None:
+        with self._lock:
+            if record.key in self._in_flight:
+                return
+            self._in_flight.add(record.key)
         try:
-            self._pool.submit(lambda: self._scan_claimed(record, self._files(record), background=True))
+            self._pool.submit(self._scan_queued, record)
         except RuntimeError:  # shutting down: the lease runs out and another worker's sweep takes it
             log.warning("not scanning %s: this worker is stopping", record.key)
+            self._in_flight.discard(record.key)
+
+    def _scan_queued(self, record: ScanRecord) -> None:
+        """A background scan, once a pool thread is free: its lease may have run out while it queued."""
+        try:
+            if scan_store.claim(self.engine, record.key, self.owner, LEASE):
+                self._scan_claimed(record, self._files(record), background=True)
+        except Exception:
+            log.exception("background scan of %s failed; a sweep will try again", record.key)
+        finally:
+            with self._lock:
+                self._in_flight.discard(record.key)
 
     def _scan_claimed(self, record: ScanRecord, files: ModelFiles | None, *, background: bool) -> None:
         key = record.key
@@ -187,6 +217,9 @@ class ScanService:
             )
             return ScanReport("hokusai-registry", [], [Finding(".", Verdict.ERROR, detail)])
         try:
+            if not files.listing():
+                detail = f"no files at {record.storage_location}: nothing was scanned"
+                return ScanReport("hokusai-registry", [], [Finding(".", Verdict.ERROR, detail)])
             if not background:  # small: here, in the request's thread
                 report: ScanReport = scan_files(files.open_each())
                 return report
@@ -223,7 +256,7 @@ class ScanService:
         taken = 0
         for key in scan_store.claimable(self.engine):
             record = scan_store.get(self.engine, key)
-            if record is not None and scan_store.claim(self.engine, key, self.owner, LEASE):
+            if record is not None and key not in self._in_flight:
                 self._submit(record)
                 taken += 1
         return taken

@@ -38,13 +38,13 @@ scans = sa.Table(
     sa.Column("verdict", sa.String(16)),
     sa.Column("summary", sa.String(500)),
     sa.Column("report", sa.Text),
-    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_owner", sa.String(255)),
     sa.Column("lease_until", sa.DateTime(timezone=True)),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("released_by", sa.String(255)),
-    sa.Column("released_reason", sa.String(1000)),
+    sa.Column("released_reason", sa.Text),
     sa.Index("hokusai_scans_pending", "state", "lease_until"),
 )
 
@@ -143,6 +143,8 @@ def insert_pending(
 ) -> None:
     owner, lease = leased_to if leased_to else (None, None)
     at = now()
+    # A row left by a deleted model of the same name and number gives way to the new version.
+    conn.execute(scans.delete().where(key.where()))
     conn.execute(
         scans.insert().values(
             workspace=key.workspace,
@@ -158,6 +160,14 @@ def insert_pending(
             created_at=at,
         )
     )
+
+
+def rename(engine: sa.Engine, workspace: str, old: str, new: str) -> None:
+    """Follow a registered model's rename, so its versions stay quarantined under the new name."""
+    with engine.begin() as conn:
+        conn.execute(
+            scans.update().where((scans.c.workspace == workspace) & (scans.c.name == old)).values(name=new)
+        )
 
 
 def set_prefix(engine: sa.Engine, key: VersionKey, prefix: str) -> None:
@@ -191,7 +201,12 @@ def claim(engine: sa.Engine, key: VersionKey, owner: str, lease: dt.timedelta) -
             .where(
                 (scans.c.lease_until.is_(None)) | (scans.c.lease_until < at) | (scans.c.lease_owner == owner)
             )
-            .values(lease_owner=owner, lease_until=at + lease, attempts=scans.c.attempts + 1)
+            .values(
+                lease_owner=owner,
+                lease_until=at + lease,
+                # a worker renewing its own lease is the same attempt; another worker's is a new one
+                attempts=scans.c.attempts + sa.case((scans.c.lease_owner == owner, 0), else_=1),
+            )
         ).rowcount
     return bool(taken)
 
@@ -318,12 +333,19 @@ def rescan(engine: sa.Engine, keys: list[VersionKey], *, blocked: bool) -> int:
 def blocked_at_or_around(engine: sa.Engine, path: str, ancestors: list[str]) -> ScanRecord | None:
     """A blocked version whose files hold ``path`` (their prefix is one of its ``ancestors``) or lie
     under it (``path`` is a directory above them)."""
+    return _at_or_around(engine, path, ancestors, scans.c.blocked)
+
+
+def scanned_at_or_around(engine: sa.Engine, path: str, ancestors: list[str]) -> ScanRecord | None:
+    """Any scanned version's files at or under ``path``, as :func:`blocked_at_or_around`."""
+    return _at_or_around(engine, path, ancestors, sa.true())
+
+
+def _at_or_around(
+    engine: sa.Engine, path: str, ancestors: list[str], condition: sa.ColumnElement[bool]
+) -> ScanRecord | None:
     below = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+    near = scans.c.artifact_prefix.in_(ancestors) | scans.c.artifact_prefix.like(below, escape="\\")
     with engine.connect() as conn:
-        row = conn.execute(
-            scans.select()
-            .where(scans.c.blocked)
-            .where(scans.c.artifact_prefix.in_(ancestors) | scans.c.artifact_prefix.like(below, escape="\\"))
-            .limit(1)
-        ).first()
+        row = conn.execute(scans.select().where(condition).where(near).limit(1)).first()
     return ScanRecord.from_row(row) if row else None
