@@ -155,6 +155,18 @@ def test_a_released_version_is_served(blocking: Registry) -> None:
     assert status == "FAILED_REGISTRATION"
 
 
+def test_files_the_server_does_not_serve_cannot_be_registered(blocking: Registry, tmp_path: Path) -> None:
+    """An experiment with an explicit location is served by a repository no quarantine can guard."""
+    owner = blocking.create_key("elsewhere")
+    http = blocking.client(owner)
+    location = (tmp_path / "outside").as_uri()
+    http.post(f"{API}/experiments/create", json={"name": "outside-experiment", "artifact_location": location})
+    result = stock_client(blocking, owner, "malicious", "outside")  # logs into outside-experiment
+    assert result["raised"] and "mlflow-artifacts" in result["message"], result
+    got = http.get(f"{API}/registered-models/get", params={"name": "outside"}).json()
+    assert not got["registered_model"].get("latest_versions"), "a refused version was written"
+
+
 def test_a_benign_model_becomes_ready_and_loads(blocking: Registry) -> None:
     result = stock_client(blocking, blocking.create_key("bob"), "benign", "good")
     assert result["same"] is True

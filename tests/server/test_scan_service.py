@@ -238,6 +238,27 @@ def test_a_renamed_model_stays_quarantined(world: World) -> None:
         Quarantine(world.engine).check_version("new", 1)
 
 
+@pytest.mark.parametrize("source", ["file:///srv/mlruns/1/models/m-1/artifacts", "s3://elsewhere/m"])
+def test_under_block_files_the_server_does_not_serve_are_refused_and_nothing_is_written(
+    world: World, source: str
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    service = world.service()
+    world.store.create_registered_model("outside")
+    store = RegistryStore(world.store, service, Quarantine(world.engine))
+    with pytest.raises(MlflowException, match="mlflow-artifacts") as refused:
+        store.create_model_version(name="outside", source=source)
+    assert refused.value.get_http_status_code() == 400
+    assert world.store.search_model_versions("name='outside'") == []
+    assert scan_store.versions_of(world.engine, "outside") == []
+    warn = world.service("warn")  # under warn nothing is blocked, so any store may hold the files
+    served = RegistryStore(world.store, warn, Quarantine(world.engine)).create_model_version(
+        name="outside", source=source
+    )
+    assert served.status == "READY" and "cannot be scanned" in served.status_message
+
+
 def test_a_version_without_files_is_no_clean_version(world: World) -> None:
     service = world.service()
     world.store.create_registered_model("empty")

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import sqlalchemy as sa
+from mlflow.exceptions import MlflowException
 from mlflow.prompt.constants import IS_PROMPT_TAG_KEY
 
 from hokusai_registry.scanning.engine import scan_files
@@ -35,6 +36,7 @@ from hokusai_registry.scanning.sources import ModelFiles, artifact_prefix
 from hokusai_registry.server import scan_store
 from hokusai_registry.server.mlflow_adapter import NewModelVersion
 from hokusai_registry.server.scan_store import ScanRecord, VersionKey
+from hokusai_registry.settings import SERVED_ARTIFACT_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,8 @@ class ScanService:
         if self.policy == "off" or row.tags.get(IS_PROMPT_TAG_KEY) == "true":  # a prompt has no files
             return None
         key = VersionKey(row.workspace, row.name, row.version)
+        if self.policy == "block":
+            self._refuse_unserved(row.storage_location)
         prefix = artifact_prefix(row.storage_location, self.artifacts_uri)
         # Leased to this worker from the start: the same thread scans it as soon as MLflow returns.
         scan_store.insert_pending(
@@ -135,6 +139,21 @@ class ScanService:
         )
         self._inserted.key = key
         return scan_store.PENDING_REGISTRATION
+
+    def _refuse_unserved(self, storage_location: str) -> None:
+        """Under ``block`` a version's files must be ones this server serves (``mlflow-artifacts:/``):
+        only those reads go through the guarded repository. A run or logged model in an experiment
+        with an explicit ``file://`` or ``s3://`` location is served from a repository MLflow builds
+        per request, which no quarantine could stop."""
+        location = storage_location
+        if location.startswith("runs:"):
+            location = self.resolve_run_location(location) or location
+        if not location.startswith(SERVED_ARTIFACT_ROOT.rstrip("/")):
+            raise MlflowException.invalid_parameter_value(
+                f"this registry scans and serves model files it stores itself (mlflow-artifacts:/), but "
+                f"this version's files are at {location}: log the model in an experiment with the "
+                "default artifact location and register it from there"
+            )
 
     def before_create(self) -> None:
         self._inserted.key = None  # whatever an earlier, failed create on this thread left
