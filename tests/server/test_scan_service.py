@@ -308,3 +308,15 @@ def test_like_wildcards_in_a_path_match_only_themselves(world: World) -> None:
         gate.check_path("axb")
     gate.check_path("a_b")  # "_" is no wildcard here
     gate.check_path("a%")
+
+
+def test_a_version_made_from_one_file_scans_that_file(world: World) -> None:
+    from hokusai_registry.scanning.sources import ModelFiles, StoredFile
+
+    source = world.model({"notes.txt": b"owner's bytes"})
+    files = ModelFiles(str(world.artifacts), source.removeprefix("mlflow-artifacts:/") + "/notes.txt")
+    assert files.listing() == [StoredFile("notes.txt", 13)]
+    assert [path.read_bytes() for _, path in files.open_each()] == [b"owner's bytes"]
+    store = RegistryStore(world.store, world.service(), Quarantine(world.engine))
+    world.store.create_registered_model("single")
+    assert store.create_model_version(name="single", source=f"{source}/notes.txt").status == "READY"

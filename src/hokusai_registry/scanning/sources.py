@@ -56,28 +56,49 @@ class ModelFiles:
         )
 
     def listing(self) -> list[StoredFile]:
+        """Every file under the prefix; a prefix that is itself one file (a version registered from a
+        single file) lists that file, by its name."""
         if self.local_root is not None:
+            if self.local_root.is_file():
+                return [StoredFile(self.local_root.name, self.local_root.stat().st_size)]
             return [
                 StoredFile(path.relative_to(self.local_root).as_posix(), path.stat().st_size)
                 for path in sorted(self.local_root.rglob("*"))
                 if path.is_file() and not path.is_symlink()
             ]
-        return sorted(self._remote_listing(""), key=lambda stored: stored.path)
+        found = sorted(self._remote_listing(""), key=lambda stored: stored.path)
+        return found or self._remote_single()
 
     def open_each(self) -> Iterator[tuple[StoredFile, Path]]:
         """Each file with a local path to read it from, valid until the next one is asked for."""
         for stored in self.listing():
             if self.local_root is not None:
-                yield stored, self.local_root / stored.path
+                yield stored, self.local_root if self.local_root.is_file() else self.local_root / stored.path
                 continue
+            single = self.prefix.rsplit("/", 1)[-1] == stored.path and not self._remote_listing_nonempty()
+            repository = self._repository(self._parent() if single else self.prefix)
             with tempfile.TemporaryDirectory(prefix="hokusai-scan-") as scratch:
-                local = self._repository().download_artifacts(stored.path, dst_path=scratch)
+                local = repository.download_artifacts(stored.path, dst_path=scratch)
                 yield stored, Path(local)
 
-    def _repository(self) -> Any:
+    def _repository(self, prefix: str | None = None) -> Any:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        return get_artifact_repository(f"{self.destination}/{self.prefix}")
+        prefix = self.prefix if prefix is None else prefix
+        return get_artifact_repository(f"{self.destination}/{prefix}".rstrip("/"))
+
+    def _parent(self) -> str:
+        return self.prefix.rsplit("/", 1)[0] if "/" in self.prefix else ""
+
+    def _remote_listing_nonempty(self) -> bool:
+        return any(True for _ in self._remote_listing(""))
+
+    def _remote_single(self) -> list[StoredFile]:
+        name = self.prefix.rsplit("/", 1)[-1]
+        for info in self._repository(self._parent()).list_artifacts(None):
+            if not info.is_dir and info.path.rsplit("/", 1)[-1] == name:
+                return [StoredFile(name, int(info.file_size or 0))]
+        return []
 
     def _remote_listing(self, path: str) -> Iterator[StoredFile]:
         repository = self._repository()
