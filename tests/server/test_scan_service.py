@@ -298,6 +298,18 @@ def test_a_scanned_versions_files_cannot_be_rewritten(world: World) -> None:
             gate.check_write(refused)
         assert raised.value.get_http_status_code() == 403
     gate.check_write("1/models/m-2/artifacts/model.pkl")  # another logged model's files
+    # once the version is deleted its files may be cleaned up (verify deletes what it made)
+    RegistryStore(world.store, world.service(), gate).delete_model_version("clean", "1")
+    gate.check_write("1/models/m-1/artifacts/MLmodel")
+
+
+def test_a_deleted_quarantined_version_stays_blocked(world: World) -> None:
+    service = world.service()
+    world.create(service, "bad", {"model.pkl": OS_SYSTEM})
+    RegistryStore(world.store, service, Quarantine(world.engine)).delete_registered_model("bad")
+    with pytest.raises(ModelQuarantined):
+        Quarantine(world.engine).check_path("1/models/m-1/artifacts/model.pkl")
+    assert service.sweep_once() == 0
 
 
 def test_like_wildcards_in_a_path_match_only_themselves(world: World) -> None:

@@ -60,6 +60,18 @@ class RegistryStore(mlflow_adapter.Delegating):
         created = self.wrapped.create_model_version(*args, **kwargs)
         return self._after_create(created)
 
+    def delete_model_version(self, name: str, version: Any) -> Any:
+        deleted = self.wrapped.delete_model_version(name, version)
+        if self.scans is not None:
+            scan_store.mark_deleted(self.scans.engine, "default", name, int(version))
+        return deleted
+
+    def delete_registered_model(self, name: str) -> Any:
+        deleted = self.wrapped.delete_registered_model(name)
+        if self.scans is not None:
+            scan_store.mark_deleted(self.scans.engine, "default", name)
+        return deleted
+
     def rename_registered_model(self, name: str, new_name: str) -> Any:
         renamed = self.wrapped.rename_registered_model(name, new_name)
         if self.scans is not None:

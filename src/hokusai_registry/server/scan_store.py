@@ -48,7 +48,7 @@ scans = sa.Table(
     sa.Index("hokusai_scans_pending", "state", "lease_until"),
 )
 
-PENDING, DONE = "pending", "done"
+PENDING, DONE, DELETED = "pending", "done", "deleted"  # deleted: its version is gone
 READY, PENDING_REGISTRATION, FAILED_REGISTRATION = "READY", "PENDING_REGISTRATION", "FAILED_REGISTRATION"
 TAG_PREFIX = "hokusai_scan_"
 
@@ -160,6 +160,16 @@ def insert_pending(
             created_at=at,
         )
     )
+
+
+def mark_deleted(engine: sa.Engine, workspace: str, name: str, version: int | None = None) -> None:
+    """The version (or every version of the model) is gone: its files may be cleaned up now, but a
+    blocked one stays blocked (deleting a quarantined version does not release its files)."""
+    where = (scans.c.workspace == workspace) & (scans.c.name == name)
+    if version is not None:
+        where &= scans.c.version == version
+    with engine.begin() as conn:
+        conn.execute(scans.update().where(where).values(state=DELETED, lease_owner=None, lease_until=None))
 
 
 def rename(engine: sa.Engine, workspace: str, old: str, new: str) -> None:
@@ -337,8 +347,8 @@ def blocked_at_or_around(engine: sa.Engine, path: str, ancestors: list[str]) -> 
 
 
 def scanned_at_or_around(engine: sa.Engine, path: str, ancestors: list[str]) -> ScanRecord | None:
-    """Any scanned version's files at or under ``path``, as :func:`blocked_at_or_around`."""
-    return _at_or_around(engine, path, ancestors, sa.true())
+    """Any existing scanned version's files at or under ``path``, as :func:`blocked_at_or_around`."""
+    return _at_or_around(engine, path, ancestors, scans.c.state != DELETED)
 
 
 def _at_or_around(
