@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # Background scans (larger models) at once per worker.
     scan_concurrency: int = Field(1, ge=1, le=16)
 
+    # Operator limits on keys (docs/keys.md): creation beyond the lifetime is refused (it is also
+    # the default lifetime); a key unused this long stops working. Both off by default.
+    max_key_lifetime_days: float | None = Field(None, gt=0, le=36_500)
+    expire_unused_days: float | None = Field(None, gt=0, le=36_500)
+
     # Optional external key service (keys issued elsewhere), see server/external.py.
     auth_url: str | None = None
     auth_service_id: str = "mlflow-registry"

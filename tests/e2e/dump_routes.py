@@ -1,9 +1,10 @@
 """Print every route of the app `mlflow server --app-name hokusai` serves, as JSON.
 
 Builds the app exactly as a worker does (our create_app on MLflow's Flask app, wrapped in FastAPI)
-and walks both route maps: FastAPI's own routes and the Flask app mounted under it. For each route
-and method it also records two decisions about a request to it: whether our permission gate sends
-it straight to Flask, and whether MLflow's own permission middleware would pass it on undecided.
+and walks its route maps: FastAPI's own routes, the Flask app mounted under it, and our key API.
+For each route and method it also records two decisions about a request to it: whether our
+permission gate sends it straight to Flask, and whether MLflow's own permission middleware would
+pass it on undecided.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi.routing import APIRoute, APIWebSocketRoute, _IncludedRouter
 from starlette.routing import Mount
 
 from hokusai_registry.server.app import create_app
+from hokusai_registry.server.key_api import PREFIX
 from hokusai_registry.server.permission_gate import PermissionGate
 
 
@@ -38,7 +40,12 @@ def main() -> None:
     fastapi_app = create_app().app
     routes = []
     for path, route in flatten(fastapi_app.routes):
-        if isinstance(route, Mount):
+        if isinstance(route, Mount) and route.path == PREFIX:  # our key API
+            routes += [  # its handlers and FastAPI's own (the OpenAPI document)
+                {"path": PREFIX + sub.path, "methods": sorted(sub.methods - {"HEAD"}), "source": "hokusai"}
+                for sub in route.app.routes
+            ]
+        elif isinstance(route, Mount):
             flask_app = route.app.app  # MLflow's WSGI adapter around the Flask app
             routes += [
                 {"path": rule.rule, "methods": sorted(rule.methods - {"HEAD", "OPTIONS"}), "source": "flask"}

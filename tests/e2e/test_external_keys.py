@@ -204,3 +204,17 @@ def test_register_retries_through_a_short_key_service_outage(
     )  # fmt: skip
     assert registration.version == "1"
     assert key_service.calls_for(LATE) >= 2, "the first answers were failures, so it must have asked again"
+
+
+def test_the_key_api_says_external_keys_are_managed_by_the_service(registry_with_service: Registry) -> None:
+    api, auth = f"{registry_with_service.url}/api/hokusai/v1", {"Authorization": f"Bearer {VALID}"}
+    me = httpx.get(f"{api}/whoami", headers=auth).json()
+    assert (me["id"], me["user"], me["scope"], me["source"]) == ("ext:ext-1", "ext-user", "write", "external")
+    for method, path in (("POST", "/keys"), ("DELETE", "/keys/ext:ext-1"), ("POST", "/keys/ext:ext-1/rotate")):
+        body = {"name": "mine"} if path == "/keys" else None
+        refused = httpx.request(method, f"{api}{path}", headers=auth, json=body)
+        assert refused.status_code == 409, (method, path, refused.text)
+        assert "external key service" in refused.json()["message"]
+    admin = {"Authorization": f"Bearer {registry_with_service.admin_key}"}
+    assert httpx.delete(f"{api}/keys/ext:ext-1", headers=admin).status_code == 409
+    assert search(registry_with_service, VALID).status_code == 200  # nothing was revoked

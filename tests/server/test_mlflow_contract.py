@@ -247,6 +247,29 @@ def test_flask_routes_have_no_fastapi_validator_and_artifact_routes_are_native()
     assert mlflow_adapter.find_validator(flask["path"], "GET") is None
 
 
+def test_our_app_is_reached_only_when_mounted_before_mlflows_catch_all_flask_mount() -> None:
+    from flask import Flask
+    from mlflow.server.fastapi_app import create_fastapi_app
+    from starlette.responses import PlainTextResponse
+    from starlette.testclient import TestClient
+
+    flask = Flask("stand-in")
+    flask.add_url_rule("/<path:anything>", "any", lambda anything: "flask")
+    fastapi_app = create_fastapi_app(flask)
+    local = "http://127.0.0.1"  # MLflow's host check refuses TestClient's default host
+    assert TestClient(fastapi_app, base_url=local).get("/api/ours/ping").text == "flask"  # Flask swallows it
+    ours = FastAPI()
+    ours.add_api_route("/ping", lambda: PlainTextResponse("ours"))
+    mlflow_adapter.mount_before_flask(fastapi_app, "/api/ours", ours)
+    client = TestClient(fastapi_app, base_url=local)
+    assert client.get("/api/ours/ping").text == "ours"
+    assert client.get("/api/2.0/mlflow/experiments/get").text == "flask"
+    native = mlflow_adapter.native_routes(fastapi_app)
+    assert not mlflow_adapter.matches_native_route(
+        native, {"type": "http", "method": "GET", "path": "/api/ours/ping"}
+    )
+
+
 # The fast path assumes MLflow's dispatch, for an artifact transfer, only decides: it reads no body
 # and does nothing after `call_next`. Any change to that function means re-reading it.
 AUDITED_DISPATCH_SHA256 = "344ee9b3adc66f0cb7025ba78bf41537cd96b1f01163f80c896bfdf85b4baee2"  # MLflow 3.17.2

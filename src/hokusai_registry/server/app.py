@@ -1,9 +1,10 @@
 """``create_app``: the ``mlflow.app`` entry point ``hokusai`` (``mlflow server --app-name hokusai``).
 
 It builds MLflow's own basic-auth app, so MLflow's per-resource permissions guard every route,
-and puts five things of ours around it: the API-key ASGI layer (middleware.py), a short cache in
-front of MLflow's auth store (auth_store.py), a request-scoped memo in front of the registry store
-(registry_store.py), searches scoped in the store query (scoped_search.py), and a cheaper seat for
+serves our key API beside it (key_api.py), and puts five things of ours around it: the API-key
+ASGI layer (middleware.py), a short cache in front of MLflow's auth store (auth_store.py), a
+request-scoped memo in front of the registry store (registry_store.py), searches scoped in the
+store query (scoped_search.py), and a cheaper seat for
 MLflow's FastAPI permission middleware (permission_gate.py). MLflow's Basic password check is
 replaced by our ``authorization_function`` (flask_hook.py), whatever the auth config file says.
 Every MLflow internal this needs is reached through mlflow_adapter.py, which also indexes MLflow's
@@ -26,7 +27,8 @@ from hokusai_registry.server import (
 from hokusai_registry.server.auth_store import CachedAuthStore
 from hokusai_registry.server.authenticator import Authenticator
 from hokusai_registry.server.external import ExternalKeyService
-from hokusai_registry.server.keys import KeyStore
+from hokusai_registry.server.key_api import PREFIX, create_key_api
+from hokusai_registry.server.keys import KeyLimits, KeyStore
 from hokusai_registry.server.middleware import ApiKeyMiddleware
 from hokusai_registry.server.quarantine import Quarantine
 from hokusai_registry.server.scan_service import ScanService
@@ -49,7 +51,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
             settings.auth_cache_ttl_seconds,
             settings.auth_timeout_seconds,
         )
-    keys = KeyStore(mlflow_adapter.auth_database_uri(), settings.hash_secret())
+    keys = KeyStore(mlflow_adapter.auth_database_uri(), settings.hash_secret(), KeyLimits.of(settings))
     mlflow_adapter.install_auth_store(
         lambda store: CachedAuthStore(store, settings.cache_ttl_seconds, on_user_deleted=keys.revoke_all)
     )
@@ -66,6 +68,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
             "hokusai-registry runs under uvicorn, mlflow server's default; drop --gunicorn-opts"
         )
     permission_gate.install(asgi_app)
+    mlflow_adapter.mount_before_flask(asgi_app, PREFIX, create_key_api(keys))
     app_with_keys = ApiKeyMiddleware(asgi_app, authenticator)
     if settings.gc_freeze:
         freeze_startup_objects()

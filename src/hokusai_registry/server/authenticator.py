@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 from hokusai_registry.server.context import Principal
@@ -15,7 +16,7 @@ from hokusai_registry.server.credentials import Refusal, unauthenticated
 from hokusai_registry.server.external import ExternalKeyService, KeyServiceDown
 from hokusai_registry.server.keys import ApiKey, KeyStore, utcnow
 
-TOUCH_INTERVAL = timedelta(minutes=1)
+TOUCH_INTERVAL = timedelta(minutes=1)  # last_used_at is this fresh (finer under a short unused limit)
 
 
 class Authenticator:
@@ -61,22 +62,36 @@ class Authenticator:
             if entry is not None and entry[0] > time.monotonic():
                 return entry[1]
             record = self._keys.find_by_hash(digest)
-            if record is not None and record.revoked_at is None and not record.is_expired(utcnow()):
-                if not self._keys.users.has_user(record.username):
-                    raise unauthenticated(f"the user {record.username!r} of key {record.id} no longer exists")
-                self._touch(record)
-                if len(self._cache) >= self.MAX_ENTRIES:
-                    self._cache = {d: e for d, e in self._cache.items() if e[0] > time.monotonic()}
-                if len(self._cache) < self.MAX_ENTRIES:
-                    self._cache[digest] = (time.monotonic() + self._ttl, record, self._check(record))
+            if record is None:
+                return None
+            principal = self._check(record)  # before the touch: a long-unused key stays unused
+            if not self._keys.users.has_user(record.username):
+                raise unauthenticated(f"the user {record.username!r} of key {record.id} no longer exists")
+            record = self._touch(record)
+            if len(self._cache) >= self.MAX_ENTRIES:
+                self._cache = {d: e for d, e in self._cache.items() if e[0] > time.monotonic()}
+            if len(self._cache) < self.MAX_ENTRIES:
+                self._cache[digest] = (time.monotonic() + self._ttl, record, principal)
             return record
 
     def _check(self, record: ApiKey) -> Principal:
+        now = utcnow()
         if record.revoked_at is not None:
             raise unauthenticated(f"API key {record.id} was revoked at {record.revoked_at.isoformat()}")
-        if record.is_expired(utcnow()):
+        if record.is_expired(now):
             assert record.expires_at is not None
+            if record.replaced_by is not None:
+                raise unauthenticated(
+                    f"API key {record.id} was replaced by {record.replaced_by} in a rotation; its grace "
+                    f"period ended at {record.expires_at.isoformat()}: use the new key"
+                )
             raise unauthenticated(f"API key {record.id} expired at {record.expires_at.isoformat()}")
+        unused_days = self._keys.limits.expire_unused_days
+        if record.is_unused_for(unused_days, now):
+            raise unauthenticated(
+                f"API key {record.id} was not used for {unused_days:g} days and has expired; "
+                "an admin can create a new one"
+            )
         return Principal(key_id=record.id, username=record.username, scope=record.scope)
 
     def _resolve_external(self, key: str, digest: str) -> Principal:
@@ -91,7 +106,10 @@ class Authenticator:
         self._keys.ensure_user(principal.username)
         return principal
 
-    def _touch(self, record: ApiKey) -> None:
-        now = utcnow()
-        if record.last_used_at is None or now - record.last_used_at > TOUCH_INTERVAL:
+    def _touch(self, record: ApiKey) -> ApiKey:
+        now, unused_days = utcnow(), self._keys.limits.expire_unused_days
+        interval = min(TOUCH_INTERVAL, timedelta(days=unused_days) / 10) if unused_days else TOUCH_INTERVAL
+        if record.last_used_at is None or now - record.last_used_at > interval:
             self._keys.touch(record.id, now)
+            return replace(record, last_used_at=now)
+        return record

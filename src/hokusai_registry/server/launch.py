@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hokusai_registry.server.flask_hook import AUTHORIZATION_FUNCTION
-from hokusai_registry.server.keys import KeyStore, NewKey
+from hokusai_registry.server.keys import KeyLimits, KeyStore, NewKey
 from hokusai_registry.server.mlflow_adapter import ADMIN_BOOTSTRAPPED_ENV
 from hokusai_registry.settings import SERVED_ARTIFACT_ROOT, Settings
 
@@ -80,14 +80,14 @@ def prepare(settings: Settings) -> Launch:
             )
         )
 
-    keys = KeyStore(settings.auth_database_uri, settings.hash_secret())
+    keys = KeyStore(settings.auth_database_uri, settings.hash_secret(), KeyLimits.of(settings))
     if not keys.users.has_user(settings.admin_username):
         keys.users.create_user(
             settings.admin_username, settings.admin_password.get_secret_value(), is_admin=True
         )
     first_key = None
     if settings.first_admin_key and keys.count() == 0:
-        first_key = keys.create(settings.admin_username, scope="admin")
+        first_key = keys.create(settings.admin_username, scope="admin", name="first-admin")
 
     env = {
         # MLflow's job runner (GenAI jobs, about a dozen huey processes) is no part of a model

@@ -42,6 +42,8 @@ What we rely on (MLflow 3.17):
    repository from ``handlers._get_artifact_repo_mlflow_artifacts()`` (one object per worker), reads a
    file with ``get_local_path`` or ``download_artifacts`` and writes with ``log_artifact(s)``,
    ``create_multipart_upload`` or ``delete_artifacts`` (:func:`guard_artifact_repository`).
+10. The FastAPI app serves MLflow's Flask app as a ``Mount`` at the root, which matches every path, so
+    an app of ours is reached only if its mount comes before that one (:func:`mount_before_flask`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ __all__ = [
     "is_artifact_transfer",
     "is_auth_store_write",
     "matches_native_route",
+    "mount_before_flask",
     "native_routes",
     "on_model_version_insert",
     "read_predicate",
@@ -317,6 +320,16 @@ def find_permission_middleware(fastapi_app: Any) -> PermissionMiddleware | None:
         ):
             return PermissionMiddleware(index, dispatch)
     return None
+
+
+def mount_before_flask(fastapi_app: Any, path: str, app: Any) -> None:
+    """Serve ``app`` under ``path``, ahead of MLflow's catch-all Flask mount (not a native route:
+    MLflow's permission middleware leaves it to us, as it leaves Flask's routes to Flask)."""
+    from starlette.routing import Mount
+
+    routes = fastapi_app.router.routes
+    flask = next(i for i, route in enumerate(routes) if isinstance(route, Mount) and route.path == "")
+    routes.insert(flask, Mount(path, app=app))
 
 
 def native_routes(fastapi_app: Any) -> list[Any]:

@@ -1,5 +1,9 @@
 """Our tables in the auth database: API keys, and the auth epochs.
 
+A key's ``name`` is unique per user among its live keys (not revoked, not replaced by a rotation);
+a rotated key keeps its name with ``replaced_by`` set, so during its grace period the old and the
+new key share it. Keys made before names existed have none (NULL) and are shown by id.
+
 The epochs are counters bumped by writes through MLflow's auth store (users, permissions): one
 per user for a write that changes only that user's access (the MANAGE grant on a model they just
 created), and one global counter for any other write (roles, a resource's grants renamed or
@@ -26,7 +30,20 @@ api_keys = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True)),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
     sa.Column("last_used_at", sa.DateTime(timezone=True)),
+    sa.Column("name", sa.String(64)),
+    sa.Column("replaced_by", sa.String(32)),
 )
+_LIVE = sa.and_(api_keys.c.revoked_at.is_(None), api_keys.c.replaced_by.is_(None))
+sa.Index(
+    "uq_hokusai_api_keys_live_name",
+    api_keys.c.username,
+    api_keys.c.name,
+    unique=True,
+    sqlite_where=_LIVE,
+    postgresql_where=_LIVE,
+)
+# Columns added after the first release, added to an existing table at start-up.
+ADDED_COLUMNS = (api_keys.c.name, api_keys.c.replaced_by)
 
 auth_epoch = sa.Table(
     "hokusai_auth_epoch",
@@ -46,6 +63,7 @@ user_epochs = sa.Table(
 
 def create_tables(engine: sa.Engine) -> None:
     metadata.create_all(engine)
+    _add_columns(engine)
     with engine.begin() as conn:
         if conn.execute(sa.select(auth_epoch.c.id)).first() is None:
             try:
@@ -53,6 +71,29 @@ def create_tables(engine: sa.Engine) -> None:
                     conn.execute(auth_epoch.insert().values(id=1, epoch=0))
             except sa.exc.IntegrityError:
                 pass  # another process inserted it first
+
+
+def _add_columns(engine: sa.Engine) -> None:
+    """Bring a key table from an earlier release up to date; every worker may race to do it."""
+    present = {column["name"] for column in sa.inspect(engine).get_columns(api_keys.name)}
+    missing = [column for column in ADDED_COLUMNS if column.name not in present]
+    for column in missing:
+        ddl = f"ALTER TABLE {api_keys.name} ADD COLUMN {column.name} {column.type.compile(engine.dialect)}"
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(ddl))
+        except sa.exc.DBAPIError:
+            present = {c["name"] for c in sa.inspect(engine).get_columns(api_keys.name)}
+            if column.name not in present:
+                raise  # not another worker's doing
+    if missing:
+        for index in api_keys.indexes:
+            try:
+                index.create(engine, checkfirst=True)
+            except sa.exc.DBAPIError:
+                names = {i["name"] for i in sa.inspect(engine).get_indexes(api_keys.name)}
+                if index.name not in names:
+                    raise  # not another worker's doing
 
 
 READ_EPOCHS_QMARK = (  # SQLite's placeholder
