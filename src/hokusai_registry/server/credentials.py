@@ -23,6 +23,14 @@ from hokusai_registry.server import policy
 from hokusai_registry.server.context import Principal
 
 REALM = 'Basic realm="hokusai-registry"'
+# The MLflow error_code of each refusal status, ours and MLflow's (json_errors.py rewrites MLflow's).
+ERROR_CODES: dict[int, str] = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    409: "RESOURCE_ALREADY_EXISTS",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
 HOW_TO_SEND = (
     "send it as 'Authorization: Bearer <key>', 'X-API-Key: <key>', or Basic auth with the key as password"
 )
@@ -36,7 +44,7 @@ class Refusal(Exception):
 
     @property
     def error_code(self) -> str:
-        return {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}.get(self.status, "TEMPORARILY_UNAVAILABLE")
+        return ERROR_CODES.get(self.status, "TEMPORARILY_UNAVAILABLE")
 
     def body(self) -> bytes:
         return json.dumps({"error_code": self.error_code, "message": self.message}).encode()

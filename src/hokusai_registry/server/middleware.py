@@ -3,7 +3,7 @@
 It wraps the whole FastAPI app, so it guards MLflow's Flask routes and its native FastAPI routes
 (artifact streaming, gateway, OTel, jobs) alike, whatever MLflow's own route tables say. The
 principal it finds is handed to MLflow's auth app through ``context.current_principal``; MLflow
-then decides per-resource permissions.
+then decides per-resource permissions, and its refusals are answered as JSON (json_errors.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hokusai_registry.server import audit, policy
+from hokusai_registry.server import audit, json_errors, policy
 from hokusai_registry.server.authenticator import Authenticator
 from hokusai_registry.server.context import Principal, RequestState, current_request
 from hokusai_registry.server.credentials import Refusal, check_scope, extract_key
@@ -27,7 +27,7 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or policy.is_public(scope["path"]):
-            await self.app(scope, receive, send)
+            await json_errors.serve(self.app, scope, receive, send, None)
             return
         started = time.perf_counter()
         method, path = scope.get("method", "GET"), scope["path"]
@@ -52,7 +52,7 @@ class ApiKeyMiddleware:
             state = RequestState(principal, read_only=not writes, scoped_search=policy.is_scoped_search(path))
             token = current_request.set(state)
             try:
-                await self.app(scope, receive, send_and_note_status)
+                await json_errors.serve(self.app, scope, receive, send_and_note_status, principal)
             finally:
                 current_request.reset(token)
         finally:
@@ -91,6 +91,8 @@ async def _refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return
+    body = refusal.body()
     headers = [(name.lower().encode(), value.encode()) for name, value in refusal.response_headers().items()]
+    headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
-    await send({"type": "http.response.body", "body": refusal.body()})
+    await send({"type": "http.response.body", "body": body})
