@@ -35,7 +35,10 @@ def test_keys_create_json_and_list_never_show_the_key(registry: Registry) -> Non
             "keys", "create", "--user", "json-user", "--scope", "read", "--expires-in-days", "7", "--json"
         ).stdout
     )
-    assert set(created) == {"id", "key", "user", "scope", "expires_at"}
+    assert set(created) == {  # the created-key object of the key API (tests/e2e/test_keys_cli.py)
+        "id", "name", "key", "user", "scope", "created_at", "expires_at", "revoked", "revoked_at",
+        "last_used_at", "replaced_by",
+    }  # fmt: skip
     assert created["user"] == "json-user" and created["scope"] == "read" and created["expires_at"]
     listed = json.loads(registry.cli("keys", "list", "--user", "json-user", "--json").stdout)
     assert [k["id"] for k in listed] == [created["id"]]
@@ -101,7 +104,7 @@ def test_keys_list_piped_is_tab_separated_with_whole_ids(registry: Registry) -> 
     )
     assert "\x1b" not in done.stdout
     header, *rows = list(csv.reader(done.stdout.splitlines(), delimiter="\t"))
-    assert header == ["id", "user", "scope", "created", "expires", "revoked", "last used"]
+    assert header == ["id", "user", "scope", "created", "expires", "revoked", "last used", "name"]
     assert all(len(row) == len(header) for row in rows), rows
     listed = json.loads(registry.cli("keys", "list", "--json").stdout)
     assert [row[0] for row in rows] == [key["id"] for key in listed]
@@ -109,6 +112,7 @@ def test_keys_list_piped_is_tab_separated_with_whole_ids(registry: Registry) -> 
     for key_id in ids:
         assert by_id[key_id]["scope"] == "write" and by_id[key_id]["revoked"] == "-"
         assert by_id[key_id]["expires"].endswith("+00:00")  # full ISO 8601 for scripts
+        assert by_id[key_id]["name"] == key_id  # an unnamed key is named by its id
 
 
 def test_default_scope_is_write(registry: Registry) -> None:
@@ -126,7 +130,7 @@ def test_bad_key_requests_exit_2_and_create_nothing(registry: Registry) -> None:
         assert done.returncode == 2, done.stderr
         assert done.stdout == ""
     assert (
-        "scope must be one of read, write, admin"
+        "scope: must be one of read, write, admin"
         in registry.cli("keys", "create", "--user", "x", "--scope", "owner", check=False).stderr
     )
     assert json.loads(registry.cli("keys", "list", "--json").stdout) == before

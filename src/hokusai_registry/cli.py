@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,6 +18,7 @@ from rich.table import Table
 from hokusai_registry.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
+    from hokusai_registry.key_client import CreatedKey, KeyClient, KeyInfo
     from hokusai_registry.register import RegistrationError
 
 HELP = """An authenticated MLflow model registry: third parties register models with the stock MLflow
@@ -47,7 +50,12 @@ def main_options(
     pass
 
 
-keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.", rich_markup_mode=None)
+keys_app = typer.Typer(
+    no_args_is_help=True,
+    help="Create, list, rotate and revoke API keys (on the database, or with --url through the server); "
+    "whoami shows which key you run with.",
+    rich_markup_mode=None,
+)
 app.add_typer(keys_app, name="keys")
 deploy_app = typer.Typer(no_args_is_help=True, help="Deploy a new registry image.", rich_markup_mode=None)
 app.add_typer(deploy_app, name="deploy")
@@ -126,89 +134,282 @@ def up(
 
 def open_key_store(data_dir: Path | None, db_uri: str | None) -> Any:
     """The key store the server with this data dir uses (or the database named by --db-uri)."""
-    from hokusai_registry.server.keys import KeyStore
+    from hokusai_registry.server.keys import KeyLimits, KeyStore
     from hokusai_registry.server.launch import recorded_auth_db_uri
 
     try:
         settings = load_settings(data_dir=data_dir, auth_db_uri=db_uri).with_data_dir_secrets(create=False)
         if not settings.auth_db_uri:
             settings.auth_db_uri = recorded_auth_db_uri(settings.data_dir)
-        return KeyStore(settings.auth_database_uri, settings.hash_secret())
+        return KeyStore(settings.auth_database_uri, settings.hash_secret(), KeyLimits.of(settings))
     except ConfigError as exc:
         raise fail(str(exc)) from None
 
 
+class DatabaseKeys:
+    """The key operations on the server's database, answering as the key API does (``key_client``'s
+    types), so each ``keys`` command prints one way whichever it talked to."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def create(
+        self, name: str | None, *, user: str | None, scope: str, expires_in_days: float | None
+    ) -> CreatedKey:
+        from hokusai_registry.key_client import CreatedKey
+
+        assert user is not None  # the command requires --user without --url
+        new = self.store.create(user, scope=scope, expires_in_days=expires_in_days, name=name)
+        return CreatedKey.from_json(new.to_json())
+
+    def list(self, user: str | None) -> list[KeyInfo]:
+        from hokusai_registry.key_client import KeyInfo
+
+        return [KeyInfo.from_json(key.to_json()) for key in self.store.list(user)]
+
+    def revoke(self, key_id: str) -> KeyInfo:
+        from hokusai_registry.key_client import KeyInfo
+
+        return KeyInfo.from_json(self.store.revoke(key_id).to_json())
+
+    def rotate(self, key_id: str, grace_seconds: int | None) -> CreatedKey:
+        from hokusai_registry.key_client import CreatedKey
+
+        rotated = (
+            self.store.rotate(key_id) if grace_seconds is None else self.store.rotate(key_id, grace_seconds)
+        )
+        return CreatedKey.from_json(rotated.to_json())
+
+
+def key_api(url: str) -> KeyClient:
+    """The key API at ``url``, called with the key from the environment (never from the command line)."""
+    from hokusai_registry.client import resolve_key
+    from hokusai_registry.key_client import MISSING_ENV_KEY, KeyClient
+
+    key = resolve_key(None)
+    if not key:
+        raise fail(MISSING_ENV_KEY)
+    return KeyClient(url, key)
+
+
+@contextmanager
+def open_keys(
+    url: str | None, data_dir: Path | None, db_uri: str | None
+) -> Iterator[KeyClient | DatabaseKeys]:
+    """The server's key API with ``--url``, else its database; either one's refusal becomes ``error: ...``
+    and exit 1 (2 for a request the database finds invalid, as before there was an API)."""
+    from rich.markup import escape
+
+    if url is None:
+        from mlflow.exceptions import MlflowException
+
+        from hokusai_registry.server.keys import InvalidKeyRequest, KeyStoreError
+
+        try:
+            yield DatabaseKeys(open_key_store(data_dir, db_uri))
+        except (InvalidKeyRequest, MlflowException) as exc:
+            raise fail(escape(getattr(exc, "message", str(exc)))) from None
+        except KeyStoreError as exc:
+            raise fail(escape(str(exc)), 1) from None
+        return
+    from hokusai_registry.key_client import KeyApiError
+
+    if data_dir is not None or db_uri is not None:
+        raise typer.BadParameter(
+            "--url uses the server's key API, --data-dir and --db-uri its database: pass one",
+            param_hint="--url",
+        )
+    try:
+        with key_api(url) as api:
+            yield api
+    except KeyApiError as exc:
+        raise fail(escape(str(exc)), 1) from None
+
+
+KeysUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="Registry URL: use its key API, with the key in HOKUSAI_API_KEY or MLFLOW_TRACKING_TOKEN "
+        "[default: act on the database]"
+    ),
+]
+
+
+def print_created(created: CreatedKey, as_json: bool) -> None:
+    """A new key once: alone on stdout (or the created-key object as JSON), what it is on stderr."""
+    print(json.dumps(created.to_json()) if as_json else created.key)
+    record = created.record
+    what = f"key {record.id} for user {record.user!r} with scope {record.scope!r}"
+    if created.replaces is None:
+        err.print(f"created {what}; it is not shown again", highlight=False)
+        return
+    from hokusai_registry.key_client import utc_text
+
+    ends = created.old_key_expires_at
+    until = f"until {utc_text(ends)}" if ends else "for its grace period"
+    err.print(
+        f"rotated key {created.replaces} to {what}; it is not shown again. The old key keeps working {until}",
+        highlight=False,
+    )
+
+
 @keys_app.command("create")
 def keys_create(
-    user: Annotated[str, typer.Option(help="MLflow user the key acts as (created if new)")],
+    user: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow user the key acts as (created if new) [required without --url; with it: yours]"
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Name of the key, unique per user [required with --url; default: its id]"),
+    ] = None,
     scope: Annotated[str, typer.Option(help="read, write or admin")] = "write",
     expires_in_days: Annotated[float | None, typer.Option(help="Expire after N days")] = None,
+    url: KeysUrl = None,
     data_dir: DataDir = None,
     db_uri: DbUri = None,
     as_json: AsJson = False,
 ) -> None:
     """Create a key and print it once (alone on stdout, or as JSON)."""
-    from mlflow.exceptions import MlflowException
-
-    store = open_key_store(data_dir, db_uri)
-    try:
-        new = store.create(user, scope=scope, expires_in_days=expires_in_days)
-    except (ValueError, MlflowException) as exc:
-        raise fail(getattr(exc, "message", str(exc))) from None
-    if as_json:
-        record = new.record.to_json()
-        print(
-            json.dumps(
-                {name: record[name] for name in ("id", "user", "scope", "expires_at")} | {"key": new.key}
-            )
-        )
-    else:
-        print(new.key)
-    err.print(f"created key {new.record.id} for user {user!r} with scope {scope!r}; it is not shown again")
+    if url is None and user is None:
+        raise typer.BadParameter("required without --url", param_hint="--user")
+    if url is not None and name is None:
+        raise typer.BadParameter("required with --url", param_hint="--name")
+    with open_keys(url, data_dir, db_uri) as keys:
+        created = keys.create(name, user=user, scope=scope, expires_in_days=expires_in_days)
+    print_created(created, as_json)
 
 
 @keys_app.command("list")
 def keys_list(
     user: Annotated[str | None, typer.Option(help="Only this user's keys")] = None,
+    url: KeysUrl = None,
     data_dir: DataDir = None,
     db_uri: DbUri = None,
     as_json: AsJson = False,
 ) -> None:
-    """List keys (never the keys themselves); tab-separated lines when stdout is not a terminal."""
-    records = [key.to_json() for key in open_key_store(data_dir, db_uri).list(user)]
+    """List keys (never the keys themselves); tab-separated lines when stdout is not a terminal.
+
+    With --url, a non-admin key sees only its own user's keys.
+    """
+    with open_keys(url, data_dir, db_uri) as keys:
+        records = [key.to_json() for key in keys.list(user)]
     if as_json:
         print(json.dumps(records, indent=2))
         return
-    header = ["id", "user", "scope", "created", "expires", "revoked", "last used"]
+    header = ["id", "user", "scope", "created", "expires", "revoked", "last used", "name"]
     times = ("created_at", "expires_at", "revoked_at", "last_used_at")
     out = Console()
     if not out.is_terminal:  # piped: one tab-separated line per key, times in full ISO 8601 (UTC)
         print("\t".join(header))
         for r in records:
-            print("\t".join([r["id"], r["user"], r["scope"], *(r[t] or "-" for t in times)]))
+            print(
+                "\t".join([r["id"], r["user"], r["scope"], *(r[t] or "-" for t in times), r["name"] or "-"])
+            )
         return
     # Ids stay whole at any width, so they can be pasted into `keys revoke`; the other columns fold.
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, caption="times in UTC", caption_justify="left")
     table.add_column("id", no_wrap=True, min_width=max((len(r["id"]) for r in records), default=2))
-    for name in header[1:]:
-        table.add_column(name, overflow="fold")
+    for column in header[1:]:
+        table.add_column(column, overflow="fold")
     for r in records:  # times to the minute, "2026-12-01 09:32", which wraps at the space
-        table.add_row(
-            r["id"], r["user"], r["scope"], *(r[t][:16].replace("T", " ") if r[t] else "-" for t in times)
-        )
+        stamps = (r[t][:16].replace("T", " ") if r[t] else "-" for t in times)
+        table.add_row(r["id"], r["user"], r["scope"], *stamps, r["name"] or "-")
     out.print(table)
 
 
-@keys_app.command("revoke")
-def keys_revoke(key_id: str, data_dir: DataDir = None, db_uri: DbUri = None) -> None:
-    """Revoke a key by id; every server worker refuses it within seconds."""
-    from hokusai_registry.server.keys import KeyNotFound
+KeyId = Annotated[
+    str,
+    typer.Argument(
+        help="The key's id (k_...), as `keys list` shows it", metavar="KEY_ID", show_default=False
+    ),
+]
 
-    try:
-        record = open_key_store(data_dir, db_uri).revoke(key_id)
-    except KeyNotFound as exc:
-        raise fail(str(exc), code=1) from None
-    err.print(f"revoked key {record.id} of user {record.username!r}")
+
+def check_key_id(key_id: str | None) -> None:
+    """Refuse a key where its id belongs: a key in argv is readable in `ps` and shell history."""
+    if key_id is not None and key_id.startswith("hk_"):  # keys are hk_live_..., ids k_...
+        raise typer.BadParameter(
+            "that is a key, not a key id (k_...); never put a key on the command line. It is now in your "
+            "shell history: rotate it",
+            param_hint="KEY_ID",
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: KeyId, url: KeysUrl = None, data_dir: DataDir = None, db_uri: DbUri = None) -> None:
+    """Revoke a key by id; every server worker refuses it within 5 seconds."""
+    check_key_id(key_id)
+    with open_keys(url, data_dir, db_uri) as keys:
+        record = keys.revoke(key_id)
+    err.print(f"revoked key {record.id} of user {record.user!r}", highlight=False)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: Annotated[
+        str | None,
+        typer.Argument(
+            help="The key's id (k_...) [required without --url; with it: the key you run with]",
+            metavar="KEY_ID",
+            show_default=False,
+        ),
+    ] = None,
+    grace_seconds: Annotated[
+        int | None,
+        typer.Option(help="Seconds the old key keeps working, 0 to 604800 [default: 86400]"),
+    ] = None,
+    url: KeysUrl = None,
+    data_dir: DataDir = None,
+    db_uri: DbUri = None,
+    as_json: AsJson = False,
+) -> None:
+    """Replace a key with a new one (same user, scope and name) and print it once; the old key keeps
+    working for the grace period, then expires."""
+    check_key_id(key_id)
+    if key_id is None and url is None:
+        raise typer.BadParameter("required without --url", param_hint="KEY_ID")
+    with open_keys(url, data_dir, db_uri) as keys:
+        if key_id is None:
+            assert not isinstance(keys, DatabaseKeys)
+            key_id = keys.whoami().id
+        created = keys.rotate(key_id, grace_seconds)
+    print_created(created, as_json)
+
+
+@keys_app.command("whoami")
+def keys_whoami(
+    url: Annotated[str | None, typer.Option(help="Registry URL [env: MLFLOW_TRACKING_URI]")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Which key HOKUSAI_API_KEY (or MLFLOW_TRACKING_TOKEN) is: id, name, user, scope, expiry (asks the
+    server); warns when it stops working within 7 days."""
+    from datetime import UTC, datetime
+
+    from rich.markup import escape
+
+    from hokusai_registry.client import MISSING_URL, resolve_url
+    from hokusai_registry.key_client import utc_text
+
+    url = resolve_url(url)
+    if not url:
+        raise fail(MISSING_URL)
+    with open_keys(url, None, None) as keys:
+        assert not isinstance(keys, DatabaseKeys)
+        who = keys.whoami()
+    if as_json:
+        print(json.dumps(who.to_json(), indent=2))
+    else:  # one "label  value" line each, for eyes and for `awk '$1 == "id" {print $2}'`
+        expires = utc_text(who.expires_at) if who.expires_at else "never"
+        for label, value in [
+            ("id", who.id), ("name", who.name or who.id), ("user", who.user), ("scope", who.scope),
+            ("expires", expires), ("source", who.source),
+        ]:  # fmt: skip
+            print(f"{label:<9}{value}")
+    if warning := who.warning(datetime.now(UTC)):
+        err.print(f"[yellow]warning:[/yellow] {escape(warning.text)}", highlight=False)
 
 
 BackendUri = Annotated[

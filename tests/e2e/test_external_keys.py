@@ -210,7 +210,11 @@ def test_the_key_api_says_external_keys_are_managed_by_the_service(registry_with
     api, auth = f"{registry_with_service.url}/api/hokusai/v1", {"Authorization": f"Bearer {VALID}"}
     me = httpx.get(f"{api}/whoami", headers=auth).json()
     assert (me["id"], me["user"], me["scope"], me["source"]) == ("ext:ext-1", "ext-user", "write", "external")
-    for method, path in (("POST", "/keys"), ("DELETE", "/keys/ext:ext-1"), ("POST", "/keys/ext:ext-1/rotate")):
+    for method, path in (
+        ("POST", "/keys"),
+        ("DELETE", "/keys/ext:ext-1"),
+        ("POST", "/keys/ext:ext-1/rotate"),
+    ):
         body = {"name": "mine"} if path == "/keys" else None
         refused = httpx.request(method, f"{api}{path}", headers=auth, json=body)
         assert refused.status_code == 409, (method, path, refused.text)

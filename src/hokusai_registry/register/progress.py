@@ -1,4 +1,5 @@
-"""Progress bars for large transfers and a status line for waits, via rich; small files pass silently."""
+"""Progress bars for large transfers, a status line for waits and one-off notes, via rich; small files
+pass silently."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol, runtime_checkable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -40,6 +42,19 @@ class ShowsStatus(Protocol):
     """A progress that can also show a status line (``Bars`` and ``Quiet`` can)."""
 
     def status(self, text: str) -> AbstractContextManager[StatusLine]: ...
+
+
+@runtime_checkable
+class ShowsNotes(Protocol):
+    """A progress that can also print a line once, e.g. which key a registration runs as (``Bars`` can)."""
+
+    def note(self, text: str, *, warning: bool = False) -> None: ...
+
+
+def note(progress: TransferProgress, text: str, *, warning: bool = False) -> None:
+    """``progress.note(text)``, or nothing for a progress without notes (a caller's own, or ``Quiet``)."""
+    if isinstance(progress, ShowsNotes):
+        progress.note(text, warning=warning)
 
 
 class _NoLine:
@@ -83,6 +98,11 @@ class Bars:
 
     def __init__(self, console: Console, min_bytes: int = MIN_BAR_BYTES) -> None:
         self.console, self.min_bytes = console, min_bytes
+
+    def note(self, text: str, *, warning: bool = False) -> None:
+        """``text`` as one line (plain text: markup in it is shown as is), a warning in yellow."""
+        prefix = "[yellow]warning:[/yellow] " if warning else ""
+        self.console.print(prefix + escape(text), highlight=False)
 
     @contextmanager
     def transfer(self, action: str, path: str, size: int) -> Iterator[Meter]:

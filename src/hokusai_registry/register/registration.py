@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from hokusai_registry.client import API, Digest, error_body, resolve_key, resolve_url
+from hokusai_registry.key_client import KEY_API, WhoAmI
 from hokusai_registry.register import fallback, metadata, progress, scan, source
 from hokusai_registry.register.client import RegistryClient
 from hokusai_registry.register.errors import (
@@ -53,6 +55,8 @@ class Registration:
 
     ``scan_verdict`` is the registry's model-scan verdict (``clean``, or under the server's ``warn``
     policy ``suspicious``/``error``/``unsafe`` with ``scan_findings``); None when the server did not scan.
+    ``identity`` is the key it ran as (None from a server without the key API), ``identity_warning``
+    what was said about its expiry or rotation, if anything.
     """
 
     name: str
@@ -68,13 +72,31 @@ class Registration:
     timings: dict[str, float] = field(default_factory=dict)
     scan_verdict: str | None = None
     scan_findings: list[str] = field(default_factory=list)
+    identity: WhoAmI | None = None
+    identity_warning: str | None = None
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self) | {"total_bytes": self.total_bytes, "round_trip": "match"}
+        """Every field, with ``identity`` as the key API's whoami object plus its ``warning``."""
+        out = asdict(self) | {"total_bytes": self.total_bytes, "round_trip": "match"}
+        warning = out.pop("identity_warning")
+        out["identity"] = self.identity.to_json() | {"warning": warning} if self.identity else None
+        return out
+
+
+def identify(client: RegistryClient, step: str) -> WhoAmI | None:
+    """The key the client runs as (``GET /api/hokusai/v1/whoami``); None when the server cannot say (no
+    key API, a refusal the next request reports properly, an answer not as the contract says)."""
+    response = client.request(step, "GET", f"{KEY_API}/whoami")
+    if not response.is_success:
+        return None
+    try:
+        return WhoAmI.from_json(response.json())
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def default_experiment(client: RegistryClient) -> str:
@@ -107,6 +129,8 @@ class _Flow:
         self.client, self.api_key, self.meta, self.progress = client, api_key, meta, progress
         self.on_step, self.scan_timeout = on_step, scan_timeout
         self.timings: dict[str, float] = {}
+        self.identity: WhoAmI | None = None
+        self.identity_warning: str | None = None
         self.run_id: str | None = None
         self.version: str | None = None
         self.created_model = False
@@ -124,12 +148,23 @@ class _Flow:
             directory = source.as_directory(model, kind, scratch)
             files = manifest(directory)
         with self.step("experiment"):
+            self.announce_identity()
             experiment_id, location = self.experiment(experiment or default_experiment(self.client))
         try:
             return self.register(directory, files, experiment_id, location)
         except RegistrationError as exc:
             exc.amend(self.clean_up(keep_version=isinstance(exc, ModelRejected)))
             raise
+
+    def announce_identity(self) -> None:
+        """Say once which key this runs as, and warn when the key is about to stop working."""
+        self.identity = identify(self.client, "experiment")
+        if self.identity is None:
+            return
+        progress.note(self.progress, f"registering {self.identity.describe()}")
+        if found := self.identity.warning(datetime.now(UTC)):
+            self.identity_warning = found.text
+            progress.note(self.progress, found.text, warning=True)
 
     def experiment(self, name: str) -> tuple[str, str]:
         """Get or create the experiment; refuse one whose artifacts only the server's disk can hold."""
@@ -202,7 +237,8 @@ class _Flow:
             name=meta.name, version=self.version, model_uri=f"models:/{meta.name}/{self.version}",
             source=version_source, run_id=self.run_id, experiment_id=experiment_id, token_id=meta.token_id,
             metric=meta.metric, baseline=meta.baseline, files=files, timings=self.timings,
-            scan_verdict=verdict.verdict, scan_findings=verdict.findings,
+            scan_verdict=verdict.verdict, scan_findings=verdict.findings, identity=self.identity,
+            identity_warning=self.identity_warning,
         )  # fmt: skip
 
     def create_version(self, run_model_uri: str) -> dict[str, Any]:

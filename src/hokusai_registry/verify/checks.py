@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
@@ -24,6 +25,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from hokusai_registry.client import API, ARTIFACTS, CHUNK, error_body, hash_stream
+from hokusai_registry.key_client import KeyApiError, KeyClient, KeyWarning
 from hokusai_registry.verify import diagnose
 from hokusai_registry.verify.diagnose import Diagnosis
 
@@ -174,7 +176,8 @@ def reachability(ctx: Context) -> Outcome:
 
 
 def authentication(ctx: Context) -> Outcome:
-    """No key and a made-up key must get 401; the given key 200; a read key may not write."""
+    """No key and a made-up key must get 401; the given key 200; a read key may not write. Then which key
+    that is (a warn when it is about to stop working)."""
     search = f"{API}/experiments/search"
     body = {"max_results": 1}
     # The given key first: later checks can still run against a server that lets everyone in (F12).
@@ -207,7 +210,24 @@ def authentication(ctx: Context) -> Outcome:
         if write.status_code != 403:
             raise Failed(f"a write with --read-key: {seen(write)} (expected 403)", None)
         notes.append("read key: read 200, write 403")
+    if warning := identity(ctx, notes):
+        raise Failed("; ".join(notes), Diagnosis("key", warning.problem, warning.fix), status="warn")
     return Outcome("; ".join(notes))
+
+
+def identity(ctx: Context, notes: list[str]) -> KeyWarning | None:
+    """Which key verify runs as (``as key k_… (name, user, scope)``) into ``notes``; the warning when that
+    key stops working within 7 days or is an old key in its rotation grace period. A server without the
+    key API (404) is skipped; any other trouble asking is only noted, as the key itself just worked."""
+    try:
+        who = KeyClient(ctx.url, ctx.api_key, http=ctx.http).identify()
+    except KeyApiError as exc:
+        notes.append(f"whoami: {exc}")
+        return None
+    if who is None:
+        return None
+    notes.append(who.describe())
+    return who.warning(datetime.now(UTC))
 
 
 def artifact_round_trip(ctx: Context) -> Outcome:
