@@ -49,8 +49,16 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     key_hash_secret: SecretStr | None = None
 
+    # Prometheus metrics at GET /metrics (docs/operations.md); off only to measure what they cost.
+    metrics: bool = True
+    # Sent as X-Hokusai-Replica on every answer; `up` draws one per start unless it is set.
+    replica_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+
     # Exempt start-up objects from garbage collection (see server/app.py); off only to compare.
     gc_freeze: bool = True
+
+    # text: uvicorn's and MLflow's log lines as they are; json: one JSON object per line (server/logs.py).
+    log_format: Literal["text", "json"] = "text"
 
     # Key, user and grant look-ups are cached per worker for this long; it bounds revocation.
     cache_ttl_seconds: float = Field(2.0, ge=0, le=5)

@@ -18,6 +18,7 @@ from typing import Any
 
 from hokusai_registry.server import (
     flask_hook,
+    logs,
     mlflow_adapter,
     permission_gate,
     registry_store,
@@ -29,6 +30,7 @@ from hokusai_registry.server.authenticator import Authenticator
 from hokusai_registry.server.external import ExternalKeyService
 from hokusai_registry.server.key_api import PREFIX, create_key_api
 from hokusai_registry.server.keys import KeyLimits, KeyStore
+from hokusai_registry.server.metrics import RequestMetrics, RouteNames
 from hokusai_registry.server.middleware import ApiKeyMiddleware
 from hokusai_registry.server.quarantine import Quarantine
 from hokusai_registry.server.scan_service import ScanService
@@ -41,6 +43,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
     from mlflow.server import auth as mlflow_auth
 
     settings = Settings()
+    logs.configure(settings.log_format)
     mlflow_adapter.use_authorization_function(flask_hook.AUTHORIZATION_FUNCTION)
 
     external = None
@@ -69,7 +72,8 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
         )
     permission_gate.install(asgi_app)
     mlflow_adapter.mount_before_flask(asgi_app, PREFIX, create_key_api(keys))
-    app_with_keys = ApiKeyMiddleware(asgi_app, authenticator)
+    request_metrics = RequestMetrics(RouteNames(mlflow_flask_app.url_map)) if settings.metrics else None
+    app_with_keys = ApiKeyMiddleware(asgi_app, authenticator, request_metrics, settings.replica_id)
     if settings.gc_freeze:
         freeze_startup_objects()
     return app_with_keys

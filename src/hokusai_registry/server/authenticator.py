@@ -15,7 +15,9 @@ from hokusai_registry.server.context import Principal
 from hokusai_registry.server.credentials import Refusal, unauthenticated
 from hokusai_registry.server.external import ExternalKeyService, KeyServiceDown
 from hokusai_registry.server.keys import ApiKey, KeyStore, utcnow
+from hokusai_registry.server.metrics import AUTH_CACHE
 
+CACHE_HITS, CACHE_MISSES = AUTH_CACHE.labels("hit"), AUTH_CACHE.labels("miss")
 TOUCH_INTERVAL = timedelta(minutes=1)  # last_used_at is this fresh (finer under a short unused limit)
 
 
@@ -44,8 +46,11 @@ class Authenticator:
         entry = self._cache.get(digest)
         if entry is not None and entry[0] > time.monotonic():
             self._check(entry[1])
+            CACHE_HITS.inc()
             return entry[2]
-        return self._external.cached(digest) if self._external else None
+        principal = self._external.cached(digest) if self._external else None
+        (CACHE_HITS if principal else CACHE_MISSES).inc()
+        return principal
 
     def resolve(self, key: str, digest: str) -> Principal:
         """The principal for a key, from the database or the external service; raises Refusal."""
@@ -77,20 +82,26 @@ class Authenticator:
     def _check(self, record: ApiKey) -> Principal:
         now = utcnow()
         if record.revoked_at is not None:
-            raise unauthenticated(f"API key {record.id} was revoked at {record.revoked_at.isoformat()}")
+            raise unauthenticated(
+                f"API key {record.id} was revoked at {record.revoked_at.isoformat()}", "revoked"
+            )
         if record.is_expired(now):
             assert record.expires_at is not None
             if record.replaced_by is not None:
                 raise unauthenticated(
                     f"API key {record.id} was replaced by {record.replaced_by} in a rotation; its grace "
-                    f"period ended at {record.expires_at.isoformat()}: use the new key"
+                    f"period ended at {record.expires_at.isoformat()}: use the new key",
+                    "expired",
                 )
-            raise unauthenticated(f"API key {record.id} expired at {record.expires_at.isoformat()}")
+            raise unauthenticated(
+                f"API key {record.id} expired at {record.expires_at.isoformat()}", "expired"
+            )
         unused_days = self._keys.limits.expire_unused_days
         if record.is_unused_for(unused_days, now):
             raise unauthenticated(
                 f"API key {record.id} was not used for {unused_days:g} days and has expired; "
-                "an admin can create a new one"
+                "an admin can create a new one",
+                "expired",
             )
         return Principal(key_id=record.id, username=record.username, scope=record.scope)
 
@@ -100,7 +111,9 @@ class Authenticator:
         try:
             principal = self._external.validate(key, digest)
         except KeyServiceDown as exc:
-            raise Refusal(503, f"cannot validate the key: {exc}; retry later", {"Retry-After": "5"}) from None
+            raise Refusal(
+                503, f"cannot validate the key: {exc}; retry later", {"Retry-After": "5"}, "key_service_down"
+            ) from None
         if principal is None:
             raise unauthenticated("API key rejected by the key service (unknown, revoked or expired)")
         self._keys.ensure_user(principal.username)

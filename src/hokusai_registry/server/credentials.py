@@ -4,7 +4,8 @@ Refusals, by status (the body is always ``{"error_code", "message"}``)::
 
     Refusal
     ├── 401 UNAUTHENTICATED      no key, malformed, unknown, revoked, expired, or its user was deleted
-    ├── 403 PERMISSION_DENIED    a ``read`` key on a request that changes data
+    ├── 403 PERMISSION_DENIED    a ``read`` key on a request that changes data, a ``metrics`` key on
+    │                            anything but /metrics, any other non-admin key on /metrics
     └── 503 TEMPORARILY_UNAVAILABLE  the external key service cannot be asked (with Retry-After)
 
 403s for missing per-resource permission come from MLflow's own auth app, after us. Pure functions:
@@ -41,6 +42,9 @@ class Refusal(Exception):
     status: int
     message: str
     headers: dict[str, str] = field(default_factory=dict)
+    # For hokusai_auth_refusals_total: missing, malformed, unknown, revoked, expired, forbidden,
+    # key_service_down (metrics.REFUSAL_REASONS).
+    reason: str = "forbidden"
 
     @property
     def error_code(self) -> str:
@@ -59,8 +63,8 @@ def looks_like_key(value: str) -> bool:
     return 16 <= len(value) <= 256 and value.isascii() and value.isprintable() and " " not in value
 
 
-def unauthenticated(message: str) -> Refusal:
-    return Refusal(401, message)
+def unauthenticated(message: str, reason: str = "unknown") -> Refusal:
+    return Refusal(401, message, reason=reason)
 
 
 def extract_key(headers: Mapping[str, str]) -> str:
@@ -69,7 +73,7 @@ def extract_key(headers: Mapping[str, str]) -> str:
     if authorization is None:
         key = headers.get("x-api-key")
         if key is None:
-            raise unauthenticated(f"missing API key: {HOW_TO_SEND}")
+            raise unauthenticated(f"missing API key: {HOW_TO_SEND}", "missing")
     else:
         scheme, _, credentials = authorization.strip().partition(" ")
         credentials = credentials.strip()
@@ -79,20 +83,38 @@ def extract_key(headers: Mapping[str, str]) -> str:
             try:
                 key = base64.b64decode(credentials, validate=True).decode().partition(":")[2]
             except (binascii.Error, UnicodeDecodeError):
-                raise unauthenticated("malformed Basic credentials: expected base64 of 'user:key'") from None
+                raise unauthenticated(
+                    "malformed Basic credentials: expected base64 of 'user:key'", "malformed"
+                ) from None
         else:
             # Quote the scheme only when it cannot be a key sent without one.
             named = f" {scheme!r}" if scheme.isalpha() and len(scheme) <= 10 else ""
-            raise unauthenticated(f"unsupported authorization scheme{named}: {HOW_TO_SEND}")
+            raise unauthenticated(f"unsupported authorization scheme{named}: {HOW_TO_SEND}", "malformed")
     if not key:
-        raise unauthenticated(f"empty API key: {HOW_TO_SEND}")
+        raise unauthenticated(f"empty API key: {HOW_TO_SEND}", "missing")
     if not looks_like_key(key):
-        raise unauthenticated("malformed API key: expected a printable ASCII token of 16 to 256 characters")
+        raise unauthenticated(
+            "malformed API key: expected a printable ASCII token of 16 to 256 characters", "malformed"
+        )
     return key
 
 
 def check_scope(principal: Principal, method: str, path: str, *, writes: bool | None = None) -> None:
-    """A ``read`` key may not change data; raises the 403 Refusal that says so."""
+    """A ``read`` key may not change data, ``/metrics`` is for ``admin`` and ``metrics`` keys, and a
+    ``metrics`` key reads nothing else; raises the 403 Refusal that says which."""
+    if path == policy.METRICS_PATH:
+        if principal.scope not in ("admin", "metrics"):
+            raise Refusal(
+                403,
+                f"API key {principal.key_id} has scope {principal.scope!r}; {policy.METRICS_PATH} needs an "
+                "'admin' key or a key of scope 'metrics'",
+            )
+        return
+    if principal.scope == "metrics":
+        raise Refusal(
+            403,
+            f"API key {principal.key_id} has scope 'metrics': it reads {policy.METRICS_PATH}, nothing else",
+        )
     if writes is None:
         writes = policy.is_write(method, path)
     if principal.scope == "read" and writes:

@@ -9,12 +9,14 @@ is refused with 503 + Retry-After, never let through. Only positive answers are 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 
 import httpx
 from cachetools import TTLCache
 
 from hokusai_registry.server.context import Principal
+from hokusai_registry.server.metrics import KEY_SERVICE_ERRORS, KEY_SERVICE_SECONDS
 
 ADMIN_SCOPES = frozenset({"admin", "mlflow:admin"})
 WRITE_SCOPES = frozenset({"write", "mlflow:write", "model:write", "mlflow:access", "full_access"})
@@ -45,6 +47,7 @@ class ExternalKeyService:
 
     def validate(self, key: str, digest: str) -> Principal | None:
         """The principal for a valid key, None for an invalid one; raises KeyServiceDown."""
+        started = time.perf_counter()
         try:
             response = self._client.post(
                 self._endpoint,
@@ -52,10 +55,14 @@ class ExternalKeyService:
                 json={"service_id": self._service_id},
             )
         except httpx.HTTPError as exc:
+            KEY_SERVICE_ERRORS.inc()
             raise KeyServiceDown(f"key service unreachable: {type(exc).__name__}") from None
+        finally:
+            KEY_SERVICE_SECONDS.observe(time.perf_counter() - started)
         if response.status_code in (401, 403, 404):
             return None
         if response.status_code != 200:
+            KEY_SERVICE_ERRORS.inc()
             raise KeyServiceDown(f"key service answered {response.status_code}")
         try:
             body = response.json()
@@ -65,6 +72,7 @@ class ExternalKeyService:
                 scope=scope_from(body.get("scopes") or []),
             )
         except (ValueError, KeyError, TypeError):
+            KEY_SERVICE_ERRORS.inc()
             raise KeyServiceDown("key service answered 200 without a user_id") from None
         with self._lock:
             self._cache[digest] = principal

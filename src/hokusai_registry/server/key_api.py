@@ -53,7 +53,7 @@ class CreateKey(BaseModel):
 
     name: str = Field(description="Unique among the user's live keys: 1-64 of A-Z a-z 0-9 . _ -")
     user: str | None = Field(None, description="The MLflow user the key acts as; admins only, default: yours")
-    scope: Literal["read", "write", "admin"] = "write"
+    scope: Literal["read", "write", "admin", "metrics"] = "write"
     expires_in_days: float | None = Field(
         None, description="Days until it expires; default: the server's maximum key lifetime, if any"
     )

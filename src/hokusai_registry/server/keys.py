@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from hokusai_registry.settings import Settings
 
 KEY_PREFIX = "hk_live_"
-SCOPES = ("read", "write", "admin")
+SCOPES = ("read", "write", "admin", "metrics")  # metrics: GET /metrics and nothing else
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_USERNAME = 255  # MLflow's users.username column
 MAX_DAYS = 36_500  # "never" is no expiry, not a century

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import configparser
 import os
+import secrets
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from hokusai_registry.server.flask_hook import AUTHORIZATION_FUNCTION
 from hokusai_registry.server.keys import KeyLimits, KeyStore, NewKey
+from hokusai_registry.server.metrics import MULTIPROC_ENV
 from hokusai_registry.server.mlflow_adapter import ADMIN_BOOTSTRAPPED_ENV
 from hokusai_registry.settings import SERVED_ARTIFACT_ROOT, Settings
 
@@ -89,6 +92,9 @@ def prepare(settings: Settings) -> Launch:
     if settings.first_admin_key and keys.count() == 0:
         first_key = keys.create(settings.admin_username, scope="admin", name="first-admin")
 
+    metrics_dir = settings.data_dir.resolve() / "metrics"  # this start's samples only (metrics.py)
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(mode=0o700)
     env = {
         # MLflow's job runner (GenAI jobs, about a dozen huey processes) is no part of a model
         # registry; it stays off unless the operator turns it on.
@@ -100,6 +106,8 @@ def prepare(settings: Settings) -> Launch:
         "MLFLOW_AUTH_ADMIN_PASSWORD": settings.admin_password.get_secret_value(),
         # We created the admin user above, as `mlflow server --app-name basic-auth` does itself.
         ADMIN_BOOTSTRAPPED_ENV: "true",
+        MULTIPROC_ENV: str(metrics_dir),
+        "HOKUSAI_REGISTRY_REPLICA_ID": settings.replica_id or secrets.token_hex(4),  # one per start
     }
     return Launch(command=mlflow_command(settings), env=env, first_key=first_key)
 

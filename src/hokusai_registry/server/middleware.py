@@ -13,16 +13,26 @@ import time
 import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hokusai_registry.server import audit, json_errors, policy
+from hokusai_registry.server import audit, json_errors, metrics, policy
 from hokusai_registry.server.authenticator import Authenticator
 from hokusai_registry.server.context import Principal, RequestState, current_request
 from hokusai_registry.server.credentials import Refusal, check_scope, extract_key
+from hokusai_registry.server.metrics import RequestMetrics, counting_bytes, is_artifact_path
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator,
+        metrics: RequestMetrics | None = None,
+        replica_id: str | None = None,
+    ) -> None:
         self.app = app
         self.authenticator = authenticator
+        self.metrics = metrics
+        # Every response says which replica answered, so `verify` can count them behind a load balancer.
+        self._replica_header = [(b"x-hokusai-replica", replica_id.encode())] if replica_id else []
         audit.configure()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -33,12 +43,14 @@ class ApiKeyMiddleware:
         method, path = scope.get("method", "GET"), scope["path"]
         writes = policy.is_write(method, path)
         principal: Principal | None = None
-        status = 500
+        status, refusal_reason = 500, None
 
         async def send_and_note_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if self._replica_header:
+                    message["headers"] = [*message.get("headers", []), *self._replica_header]
             await send(message)
 
         try:
@@ -46,13 +58,19 @@ class ApiKeyMiddleware:
                 principal = await self._authenticate(scope)
                 check_scope(principal, method, path, writes=writes)
             except Refusal as refusal:
-                status = refusal.status
-                await _refuse(scope, send, refusal)
+                status, refusal_reason = refusal.status, refusal.reason
+                await _refuse(scope, send_and_note_status, refusal)
                 return
+            if path == policy.METRICS_PATH:  # here, not in MLflow's app: scraped by task IP, any Host
+                await _metrics_response(send_and_note_status)
+                return
+            forward: Send = send_and_note_status
+            if self.metrics is not None and is_artifact_path(path):
+                receive, forward = counting_bytes(receive, forward)
             state = RequestState(principal, read_only=not writes, scoped_search=policy.is_scoped_search(path))
             token = current_request.set(state)
             try:
-                await json_errors.serve(self.app, scope, receive, send_and_note_status, principal)
+                await json_errors.serve(self.app, scope, receive, forward, principal)
             finally:
                 current_request.reset(token)
         finally:
@@ -65,6 +83,8 @@ class ApiKeyMiddleware:
                     status=status,
                     duration_ms=(time.perf_counter() - started) * 1000,
                 )
+            if self.metrics is not None:
+                self.metrics.observe(scope, status, time.perf_counter() - started, refusal_reason)
 
     async def _authenticate(self, scope: Scope) -> Principal:
         key = extract_key(credential_headers(scope["headers"]))
@@ -95,4 +115,14 @@ async def _refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
     headers = [(name.lower().encode(), value.encode()) for name, value in refusal.response_headers().items()]
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _metrics_response(send: Send) -> None:
+    body = await anyio.to_thread.run_sync(metrics.render)  # reads every worker's files
+    headers = [
+        (b"content-type", metrics.CONTENT_TYPE_LATEST.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})

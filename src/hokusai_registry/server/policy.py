@@ -14,6 +14,9 @@ PUBLIC_PATHS = frozenset({"/health", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static-files/",)
 _SERVER_INFO = re.compile(r"/(?:ajax-)?api/\d+\.\d+/mlflow/server-info")
 
+# Prometheus metrics (metrics.py), served by our ASGI layer for admin and ``metrics`` keys.
+METRICS_PATH = "/metrics"
+
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # MLflow endpoints that use POST but only read.

@@ -21,6 +21,7 @@ from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
 from hokusai_registry.server import mlflow_adapter, scan_store
 from hokusai_registry.server.context import current_request
+from hokusai_registry.server.metrics import REGISTRATIONS
 from hokusai_registry.server.quarantine import Quarantine
 from hokusai_registry.server.scan_service import ScanService
 from hokusai_registry.server.scan_store import TAG_PREFIX
@@ -98,8 +99,14 @@ class RegistryStore(mlflow_adapter.Delegating):
 
     def _after_create(self, created: Any) -> Any:
         if self.scans is not None and self.scans.after_create():
-            return self.wrapped.get_model_version(created.name, created.version)  # with its verdict
+            created = self.wrapped.get_model_version(created.name, created.version)  # with its verdict
+        REGISTRATIONS.labels(registration_outcome(str(created.status))).inc()
         return created
+
+
+def registration_outcome(status: str) -> str:
+    """A new version's status as it is answered: ready, pending (its scan runs on) or failed."""
+    return {"READY": "ready", "FAILED_REGISTRATION": "failed"}.get(status, "pending")
 
 
 def install(scans: ScanService | None = None, quarantine: Quarantine | None = None) -> RegistryStore:

@@ -34,6 +34,7 @@ from hokusai_registry.scanning.engine import scan_files
 from hokusai_registry.scanning.report import Finding, ScanReport, Verdict
 from hokusai_registry.scanning.sources import ModelFiles, artifact_prefix
 from hokusai_registry.server import scan_store
+from hokusai_registry.server.metrics import SCANS
 from hokusai_registry.server.mlflow_adapter import NewModelVersion
 from hokusai_registry.server.scan_store import ScanRecord, VersionKey
 from hokusai_registry.settings import SERVED_ARTIFACT_ROOT
@@ -224,6 +225,7 @@ class ScanService:
             renewing.set()
             renewer.join()
         if scan_store.finish(self.engine, key, self.owner, report, outcome_for(report, self.policy)):
+            SCANS.labels(report.verdict.value).inc()
             log.info("scanned %s: %s", key, report.summary())
         else:
             log.warning("scan of %s finished, but another worker recorded its verdict first", key)
