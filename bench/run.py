@@ -16,6 +16,7 @@ Run by hand from the repository root; each command starts the servers and prints
     .venv/bin/python bench/run.py ui [--ui-size 10000] [--ui-loads 5]       # the UI's models page, Chromium
     .venv/bin/python bench/run.py scanning [--scan-sizes 10,300,2048] [--scan-load-mib 300]  # model scan
     .venv/bin/python bench/run.py registration --kinds stock,ours,ours-noscan  # scanning on vs off
+    .venv/bin/python bench/run.py requests --kinds stock,ours,ours-nometrics  # metrics on vs off
 
 `--kinds stock,ours` skips MLflow's basic-auth server (slow to measure: scrypt per request).
 
@@ -52,11 +53,13 @@ def targets(servers: list[Server]) -> list[Target]:
         "basic": "basic-auth (admin)",
         "ours": "ours (write key)",
         "ours-noscan": "ours, scanning off",
+        "ours-nometrics": "ours, metrics off",
     }
     found: list[Target] = []
     for server in servers:
         found.append((labels[server.kind], server, server.headers))
-        found += [(f"ours ({label})", server, headers) for label, headers in server.extra.items()]
+        if server.kind == "ours":  # the admin key once, not per variant
+            found += [(f"ours ({label})", server, headers) for label, headers in server.extra.items()]
     return found
 
 

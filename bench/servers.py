@@ -29,7 +29,9 @@ from tests.processes import free_port, stop, wait_for_health  # noqa: E402 (need
 
 BIN = ROOT / ".venv" / "bin"
 KINDS = ("stock", "basic", "ours")
-OURS = ("ours", "ours-noscan")  # ours-noscan: HOKUSAI_REGISTRY_SCAN_POLICY=off, to price the model scan
+# ours-noscan: HOKUSAI_REGISTRY_SCAN_POLICY=off, to price the model scan; ours-nometrics:
+# HOKUSAI_REGISTRY_METRICS=false, to price the metrics.
+OURS = ("ours", "ours-noscan", "ours-nometrics")
 MODEL = "bench-model"
 EXPERIMENT = "bench"
 BASIC_INI = """\
@@ -165,6 +167,8 @@ def _launch(kind: str, root: Path, backend: str | None = None) -> _Pending:
     elif kind in OURS:
         if kind == "ours-noscan":
             env["HOKUSAI_REGISTRY_SCAN_POLICY"] = "off"
+        if kind == "ours-nometrics":
+            env["HOKUSAI_REGISTRY_METRICS"] = "false"
         command = [str(BIN / "hokusai-registry"), "up", "--data-dir", str(data), "--port", str(port)]
         command += ["--workers", "1"] + (["--backend-store-uri", backend] if "sqlite" not in backend else [])
     else:
