@@ -87,3 +87,14 @@ def test_external_answers_are_cached_at_most_five_minutes() -> None:
     assert Settings(auth_cache_ttl_seconds=300).auth_cache_ttl_seconds == 300
     with pytest.raises(ValidationError, match="auth_cache_ttl_seconds"):
         Settings(auth_cache_ttl_seconds=301)
+
+
+def test_log_format_is_text_unless_set_to_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOKUSAI_REGISTRY_LOG_FORMAT", raising=False)
+    assert Settings().log_format == "text"
+    monkeypatch.setenv("HOKUSAI_REGISTRY_LOG_FORMAT", "json")
+    assert Settings().log_format == "json"
+    assert Settings().to_env()["HOKUSAI_REGISTRY_LOG_FORMAT"] == "json"  # the workers read it back
+    monkeypatch.setenv("HOKUSAI_REGISTRY_LOG_FORMAT", "JSON")
+    with pytest.raises(ValidationError, match="log_format"):
+        Settings()

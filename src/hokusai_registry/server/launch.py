@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hokusai_registry.server import logs
 from hokusai_registry.server.flask_hook import AUTHORIZATION_FUNCTION
 from hokusai_registry.server.keys import KeyLimits, KeyStore, NewKey
 from hokusai_registry.server.metrics import MULTIPROC_ENV
@@ -108,6 +109,10 @@ def prepare(settings: Settings) -> Launch:
         ADMIN_BOOTSTRAPPED_ENV: "true",
         MULTIPROC_ENV: str(metrics_dir),
         "HOKUSAI_REGISTRY_REPLICA_ID": settings.replica_id or secrets.token_hex(4),  # one per start
+        # With json, uvicorn's own lines too, in all its processes, from their start (server/logs.py).
+        **logs.uvicorn_env(
+            settings.log_format, settings.data_dir.resolve(), os.environ.get(logs.UVICORN_OPTS_ENV)
+        ),
     }
     return Launch(command=mlflow_command(settings), env=env, first_key=first_key)
 
