@@ -82,7 +82,13 @@ def test_healthy_registry_passes_and_cleans_up(registry: Registry, tmp_path: Pat
     assert "write 403" in by_id(report)["authentication"]["detail"]
     assert report["metrics"]["large_upload_mb_s"] > 0
     assert "registration_upload_ms" in report["metrics"]
-    assert "## Performance metrics" in (tmp_path / "report.md").read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Performance metrics" in markdown
+    # SQLite, one replica (2 workers, one id), loopback http: recommended against, and still a pass (code 0).
+    recommended = {r["id"]: r for r in report["recommendations"]}
+    assert list(recommended) == ["sqlite_backend", "single_replica"], recommended
+    assert "SQLite" in markdown and "one replica (X-Hokusai-Replica: " in markdown
+    assert "No problems found" not in markdown
     assert leftovers(registry) == []
     assert leftover_artifacts(registry) == []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from hokusai_registry.verify.checks import CheckResult
+from hokusai_registry.verify.recommend import Recommendation
 from hokusai_registry.verify.report import SCHEMA_KEYS, Report
 
 CHECK_KEYS = {"id", "title", "status", "duration_ms", "detail", "diagnosis", "fix"}
@@ -45,3 +46,42 @@ def test_markdown_has_the_runbook_sections() -> None:
     assert "saw \\| this" in text  # table cells escaped
     assert "F1: cause. Fix: do that." in text
     assert "- No problems found" in sample("pass").to_markdown()
+
+
+def recommended(*found: Recommendation, statuses: tuple[str, ...] = ("pass",)) -> Report:
+    report = sample(*statuses)
+    report.recommendations = list(found)
+    return report
+
+
+SQLITE = Recommendation(
+    "sqlite_backend", "SQLite backend store", "the backend store is SQLite", "use PostgreSQL"
+)
+
+
+def test_recommendations_are_json_objects_and_never_fail_the_report() -> None:
+    report = recommended(SQLITE)
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["passed"] is True
+    assert data["recommendations"] == [
+        {"id": "sqlite_backend", "title": "SQLite backend store", "detail": "the backend store is SQLite",
+         "fix": "use PostgreSQL"},
+    ]  # fmt: skip
+    assert sample("pass").to_json()["recommendations"] == []
+
+
+def test_markdown_lists_recommendations_and_no_problems_only_when_there_are_none() -> None:
+    text = recommended(SQLITE).to_markdown()
+    section = text.split("## Recommendations for production", 1)[1].split("## Notes", 1)[0]
+    assert "- **SQLite backend store**: the backend store is SQLite. Fix: use PostgreSQL." in section
+    assert "No problems found" not in section
+    assert text.startswith("# Registry verification: PASSED")
+
+
+def test_a_recommendation_a_check_already_gave_is_said_once() -> None:
+    """The authentication check's key warning is also the key recommendation: one line, the check's."""
+    key = Recommendation("key_expiring", "The key expires soon", "key k_1 expires in 3 days", "do that")
+    text = recommended(key, SQLITE, statuses=("pass", "warn")).to_markdown()
+    section = text.split("## Recommendations for production", 1)[1]
+    assert section.count("do that") == 1 and "F1: cause. Fix: do that." in section
+    assert "SQLite backend store" in section

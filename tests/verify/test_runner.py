@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 import pytest
+from rich.console import Console
 
 from hokusai_registry.verify import diagnose
 from hokusai_registry.verify.checks import Context, Failed, Outcome
-from hokusai_registry.verify.runner import Check, plan, run_one
+from hokusai_registry.verify.runner import Check, plan, run_one, verify
 
 
 @pytest.fixture
@@ -64,3 +66,12 @@ def test_a_crash_in_a_check_is_a_fail_not_an_exception(ctx: Context) -> None:
     result = run_one(ctx, Check("c", "C", crashes))
     assert result.status == "fail" and result.detail == "KeyError: 'experiment_id'"
     assert result.diagnosis.startswith("verify error")
+
+
+def test_verify_hands_what_the_checks_observed_to_the_report(ctx: Context) -> None:
+    """Recommendations come from ``ctx.observed`` and never change the verdict (here: nothing listens)."""
+    ctx.observed.database = "sqlite"
+    report = verify(ctx, console=Console(file=io.StringIO()))
+    assert [r.id for r in report.recommendations] == ["sqlite_backend"]
+    assert report.to_json()["recommendations"][0]["id"] == "sqlite_backend"
+    assert not report.passed and report.checks[0].diagnosis.startswith("F11")

@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,8 +27,9 @@ import httpx
 
 from hokusai_registry.client import API, ARTIFACTS, CHUNK, error_body, hash_stream
 from hokusai_registry.key_client import KeyApiError, KeyClient, KeyWarning
-from hokusai_registry.verify import diagnose
+from hokusai_registry.verify import diagnose, recommend
 from hokusai_registry.verify.diagnose import Diagnosis
+from hokusai_registry.verify.recommend import Observations
 
 if TYPE_CHECKING:
     from hokusai_registry.register import Registration
@@ -98,9 +100,11 @@ class Context:
     artifacts_ok: bool = False
     experiment_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    observed: Observations = field(default_factory=Observations)  # for recommend, never for pass/fail
 
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
+        self.observed.url = self.url
         self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(self.timeout, connect=10.0))
 
     @property
@@ -160,6 +164,7 @@ def reachability(ctx: Context) -> Outcome:
     except OSError as exc:
         raise Failed(f"{parts.hostname}:{port}: {exc}", diagnose.transport(exc)) from exc
     notes = [f"{parts.hostname} -> {infos[0][4][0]}:{port}"]
+    ctx.observed.address = str(infos[0][4][0])
     try:
         health = ctx.http.get("/health")
     except httpx.HTTPError as exc:
@@ -172,7 +177,35 @@ def reachability(ctx: Context) -> Outcome:
     notes.append(f"MLflow {version.text.strip()[:20]}" if version.is_success else seen(version))
     info = ctx.http.get("/api/3.0/mlflow/server-info")
     notes.append(f"server-info {info.text.strip()[:240]}" if info.is_success else seen(info))
+    if info.is_success:
+        with suppress(ValueError, AttributeError):  # not JSON, or not an object
+            store_type = info.json().get("store_type")
+            ctx.observed.store_type = store_type if isinstance(store_type, str) else None
+    ids = ctx.observed.replica_ids = replicas(ctx)
+    if ids:
+        notes.append(f"{len(set(ids))} replica(s) answered {len(ids)} separate connections")
     return Outcome("; ".join(notes))
+
+
+def replicas(ctx: Context, probes: int = recommend.REPLICA_PROBES) -> list[str] | None:
+    """The ``X-Hokusai-Replica`` of ``probes`` keyed ``GET /version`` sent at once, each on its own
+    connection, so a load balancer may send each elsewhere (public routes carry no such header); None when
+    an answer has none (a server from before the header). Probes that get no answer are left out."""
+
+    def probe(_: int) -> str | None:
+        # "Connection: close", so no connection serves two probes; no cookie, so a load balancer's
+        # stickiness cookie (from an earlier answer) does not pick the replica for it.
+        request = ctx.http.build_request("GET", "/version", headers=ctx.auth() | {"Connection": "close"})
+        request.headers.pop("Cookie", None)
+        try:
+            answer = ctx.http.send(request)
+        except httpx.HTTPError:
+            return None
+        return str(answer.headers.get(recommend.REPLICA_HEADER, ""))
+
+    with ThreadPoolExecutor(max_workers=probes, thread_name_prefix="verify-replica") as pool:
+        answers = [a for a in pool.map(probe, range(probes)) if a is not None]
+    return None if "" in answers else answers
 
 
 def authentication(ctx: Context) -> Outcome:
@@ -227,7 +260,9 @@ def identity(ctx: Context, notes: list[str]) -> KeyWarning | None:
     if who is None:
         return None
     notes.append(who.describe())
-    return who.warning(datetime.now(UTC))
+    warning = who.warning(datetime.now(UTC))
+    ctx.observed.key_warning, ctx.observed.key_rotated = warning, who.grace_seconds_left is not None
+    return warning
 
 
 def artifact_round_trip(ctx: Context) -> Outcome:
@@ -256,6 +291,8 @@ def artifact_round_trip(ctx: Context) -> Outcome:
 
 def artifact_locations(ctx: Context) -> Outcome:
     """Experiments whose artifacts bypass this server (F3); fail if new experiments get such a location."""
+    if ctx.experiment_id is not None:
+        ctx.observed.database = database(ctx)
     response = ctx.http.post(f"{API}/experiments/search", json={"max_results": 1000}, headers=ctx.auth())
     expect(response, "tracking", "experiments/search")
     experiments = response.json().get("experiments", [])
@@ -272,6 +309,21 @@ def artifact_locations(ctx: Context) -> Outcome:
         raise Failed(f"{len(bad)} of {len(experiments)} experiments not served here: {listed}",
                      diagnose.location(bad[0][1], ctx.url), status="warn")  # fmt: skip
     return Outcome(f"all {len(experiments)} experiments use mlflow-artifacts:/")
+
+
+def database(ctx: Context) -> str | None:
+    """Which database holds the store. server-info says only ``SqlStore``, but MLflow answers a second
+    create of verify's scratch experiment quoting the driver's IntegrityError (``sqlite3``, ``psycopg``)."""
+    try:
+        again = ctx.http.post(f"{API}/experiments/create", json={"name": ctx.name}, headers=ctx.auth())
+    except httpx.HTTPError:
+        return None
+    if again.is_success:  # a store without a unique name: remove the twin, learn nothing
+        with suppress(httpx.HTTPError):
+            ctx.http.post(f"{API}/experiments/delete", json=again.json(), headers=ctx.auth())
+        return None
+    body = error_body(again.text)
+    return recommend.database(body.message) if body.error_code == "RESOURCE_ALREADY_EXISTS" else None
 
 
 def large_artifact(ctx: Context) -> Outcome:
@@ -315,6 +367,7 @@ def large_artifact(ctx: Context) -> Outcome:
         )
     mb = size / 1e6
     rates = {"large_upload_mb_s": round(mb / up, 1), "large_download_mb_s": round(mb / down, 1)}
+    ctx.observed.large_mib, ctx.observed.rates_mb_s = ctx.large_mb, dict(rates)
     return Outcome(
         f"{ctx.large_mb} MiB up {rates['large_upload_mb_s']} MB/s, down {rates['large_download_mb_s']} MB/s",
         rates,
@@ -400,6 +453,7 @@ def model_scanning(ctx: Context) -> Outcome:
         waited = f"{name} version {version} still PENDING_REGISTRATION after {ctx.timeout:.0f}s"
         raise Failed(waited, diagnose.entry("F14", f"after {ctx.timeout:.0f}s"))
     if not state.rejected:
+        ctx.observed.scan_policy = recommend.served_policy(state.verdict)
         graded = f"graded {state.verdict}" if state.verdict else "with no hokusai_scan_verdict tag"
         said = f"{name} version {version} (its pickle names os.system) is {state.status}, {graded}"
         raise Failed(said, diagnose.scan_served(state.status, state.verdict, state.message))
@@ -412,6 +466,7 @@ def model_scanning(ctx: Context) -> Outcome:
         if not (response.status_code == 403 and error_body(response.text).error_code == scan.QUARANTINED):
             found = diagnose.scan_served(state.status, state.verdict, state.message)
             raise Failed(f"{door} of the quarantined version: {seen(response)} (expected 403)", found)
+    ctx.observed.scan_policy = "block"
     first = state.findings[0] if state.findings else state.message
     return Outcome(
         f"{name}/{version}: {state.status} ({state.verdict}: {first}); get-download-uri and model.pkl "

@@ -6,19 +6,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hokusai_registry.verify.checks import CheckResult
+from hokusai_registry.verify.recommend import Recommendation
 
 SCHEMA_KEYS = ("url", "passed", "started_at", "duration_ms", "checks", "metrics")
 
 
 @dataclass
 class Report:
-    """All check results; ``passed`` is true when no check failed (warn and skip do not fail)."""
+    """All check results; ``passed`` is true when no check failed (warn and skip do not fail, nor do
+    ``recommendations``: what the deployment showed that production should not run with)."""
 
     url: str
     started_at: str
     duration_ms: float
     checks: list[CheckResult]
     notes: list[str] = field(default_factory=list)
+    recommendations: list[Recommendation] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -38,6 +41,7 @@ class Report:
             "url": self.url, "passed": self.passed, "started_at": self.started_at,
             "duration_ms": self.duration_ms, "checks": [c.to_json() for c in self.checks],
             "metrics": self.metrics(), "notes": self.notes,
+            "recommendations": [r.to_json() for r in self.recommendations],
         }  # fmt: skip
 
     def to_markdown(self) -> str:
@@ -63,7 +67,12 @@ class Report:
         lines += ["", "## Performance metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in self.metrics().items()]
         lines += ["", "## Recommendations for production", ""]
-        lines += [f"- {c.diagnosis}. Fix: {c.fix}." for c in problems if c.diagnosis] or [
+        fixes = [f"- {c.diagnosis}. Fix: {c.fix}." for c in problems if c.diagnosis]
+        said = {c.fix for c in problems if c.diagnosis}  # a warn the checks gave already (the key's)
+        fixes += [
+            f"- **{r.title}**: {r.detail}. Fix: {r.fix}." for r in self.recommendations if r.fix not in said
+        ]
+        lines += fixes or [
             "- No problems found. Re-run verify after every deployment "
             "(`scripts/verify_mlflow_deployment.sh`)."
         ]

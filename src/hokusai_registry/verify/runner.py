@@ -15,6 +15,7 @@ from rich.table import Table
 
 from hokusai_registry.verify import checks
 from hokusai_registry.verify.checks import CheckResult, Context, Failed, Outcome
+from hokusai_registry.verify.recommend import recommend
 from hokusai_registry.verify.report import Report
 
 STYLE = {"pass": "green", "fail": "red", "warn": "yellow", "skip": "dim", "run": "cyan"}
@@ -99,7 +100,8 @@ def table(results: list[CheckResult], running: str | None) -> Table:
 
 
 def verify(ctx: Context, *, skip_registration: bool = False, console: Console | None = None) -> Report:
-    """All checks, then clean-up; the clean-up's outcome goes into the report as a note."""
+    """All checks, then clean-up; the clean-up's outcome goes into the report as a note, and what the
+    checks observed into its recommendations (which never fail it)."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
     results: list[CheckResult] = []
@@ -118,4 +120,5 @@ def verify(ctx: Context, *, skip_registration: bool = False, console: Console | 
             except Exception as exc:  # the report matters more than a clean-up error
                 ctx.notes.append(f"clean-up failed: {exc}; delete experiments named {ctx.name!r}")
     ctx.close()
-    return Report(ctx.url, started_at, round((time.monotonic() - started) * 1000, 1), results, ctx.notes)
+    duration_ms = round((time.monotonic() - started) * 1000, 1)
+    return Report(ctx.url, started_at, duration_ms, results, ctx.notes, recommend(ctx.observed))
