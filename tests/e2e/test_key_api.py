@@ -368,8 +368,26 @@ def test_create_rotate_and_revoke_are_audited_with_the_acting_and_the_target_key
 def test_the_openapi_document_is_served_behind_authentication(registry: Registry) -> None:
     assert httpx.get(f"{registry.url}{API}/openapi.json").status_code == 401
     document = call(registry, registry.admin_key, "GET", "/openapi.json").json()
-    assert set(document["paths"]) == {"/keys", "/keys/{key_id}", "/keys/{key_id}/rotate", "/whoami"}
+    assert set(document["paths"]) == {
+        "/keys",
+        "/keys/{key_id}",
+        "/keys/{key_id}/rotate",
+        "/whoami",
+        "/server",
+    }
     assert set(document["paths"]["/keys"]) == {"get", "post"}
+
+
+def test_the_server_says_what_it_is_to_any_key(registry: Registry) -> None:
+    reader = created(registry, registry.admin_key, user=unique("tenant"), scope="read")["key"]
+    answer = call(registry, reader, "GET", "/server")
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "backend": "sqlite",
+        "scan_policy": "block",
+        "replica": answer.headers["x-hokusai-replica"],
+    }
+    assert httpx.get(f"{registry.url}{API}/server").status_code == 401
 
 
 @pytest.fixture(scope="module")

@@ -13,23 +13,12 @@ from hokusai_registry.verify.diagnose import CATALOGUE
 from hokusai_registry.verify.recommend import (
     REPLICA_PROBES,
     Observations,
-    database,
     loopback,
     recommend,
     served_policy,
 )
 
 NOW = datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
-# What MLflow 3.17.2 answered a second experiments/create of one name, on each database (trimmed).
-SQLITE_DUPLICATE = (
-    "Experiment(name=x) already exists. Error: (sqlite3.IntegrityError) UNIQUE constraint failed: "
-    "experiments.workspace, experiments.name\n[SQL: INSERT INTO experiments ...]"
-)
-POSTGRES_DUPLICATE = (
-    "Experiment(name=x) already exists. Error: (psycopg.errors.UniqueViolation) duplicate key value "
-    'violates unique constraint "uq_experiments_workspace_name"\n(Background on this error at: '
-    "https://sqlalche.me/e/21/gkpj)"
-)
 
 
 def production(**changes: Any) -> Observations:
@@ -89,7 +78,7 @@ def test_each_observation_brings_exactly_its_recommendation(changes: dict[str, A
         {"url": "http://localhost:5000", "address": "::1"},
         {"url": "http://registry.internal:5000", "address": "127.0.0.1"},  # a name for this machine
         {"url": "http://[::1]:5000", "address": "::1"},
-        {"database": None},  # the duplicate-name answer named no driver (or the check did not run)
+        {"database": None},  # a server without GET /api/hokusai/v1/server (or the check did not run)
         {"database": "mysql"},
         {"store_type": None},
         {"replica_ids": None},  # a server from before X-Hokusai-Replica
@@ -151,20 +140,6 @@ def test_slow_artifacts_names_both_rates() -> None:
 def test_to_json_is_the_four_fields() -> None:
     (found,) = recommend(production(database="sqlite"))
     assert set(found.to_json()) == {"id", "title", "detail", "fix"}
-
-
-@pytest.mark.parametrize(
-    ("message", "expected"),
-    [
-        (SQLITE_DUPLICATE, "sqlite"),
-        (POSTGRES_DUPLICATE, "postgresql"),
-        ("(pymysql.err.IntegrityError) (1062, \"Duplicate entry 'x' for key 'name'\")", "mysql"),
-        ("Experiment(name=x) already exists.", None),
-        ("", None),
-    ],
-)
-def test_database_from_the_duplicate_name_answer(message: str, expected: str | None) -> None:
-    assert database(message) == expected
 
 
 def test_served_policy() -> None:

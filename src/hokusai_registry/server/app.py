@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 from typing import Any
+from urllib.parse import urlsplit
 
 from hokusai_registry.server import (
     flask_hook,
@@ -28,7 +29,7 @@ from hokusai_registry.server import (
 from hokusai_registry.server.auth_store import CachedAuthStore
 from hokusai_registry.server.authenticator import Authenticator
 from hokusai_registry.server.external import ExternalKeyService
-from hokusai_registry.server.key_api import PREFIX, create_key_api
+from hokusai_registry.server.key_api import PREFIX, ServerFacts, create_key_api
 from hokusai_registry.server.keys import KeyLimits, KeyStore
 from hokusai_registry.server.metrics import RequestMetrics, RouteNames
 from hokusai_registry.server.middleware import ApiKeyMiddleware
@@ -71,7 +72,12 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
             "hokusai-registry runs under uvicorn, mlflow server's default; drop --gunicorn-opts"
         )
     permission_gate.install(asgi_app)
-    mlflow_adapter.mount_before_flask(asgi_app, PREFIX, create_key_api(keys))
+    facts = ServerFacts(
+        backend=urlsplit(settings.tracking_uri).scheme.partition("+")[0],
+        scan_policy=settings.scan_policy,
+        replica=settings.replica_id,
+    )
+    mlflow_adapter.mount_before_flask(asgi_app, PREFIX, create_key_api(keys, facts))
     request_metrics = RequestMetrics(RouteNames(mlflow_flask_app.url_map)) if settings.metrics else None
     app_with_keys = ApiKeyMiddleware(asgi_app, authenticator, request_metrics, settings.replica_id)
     if settings.gc_freeze:

@@ -1,4 +1,5 @@
-"""The key API under ``/api/hokusai/v1/``: create, list, rotate and revoke keys, and ``whoami``.
+"""Our API under ``/api/hokusai/v1/``: create, list, rotate and revoke keys, ``whoami``, and ``server``
+(what this deployment is, for ``verify``'s recommendations).
 
 It is served by the registry itself, behind the same ASGI key layer as every route (middleware.py),
 so a handler runs only for an authenticated caller, and a ``read`` key has already been refused
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from hokusai_registry.server import audit
 from hokusai_registry.server.context import Principal, current_principal
+from hokusai_registry.server.credentials import ERROR_CODES as REFUSAL_CODES
 from hokusai_registry.server.keys import (
     DEFAULT_GRACE_SECONDS,
     MAX_GRACE_SECONDS,
@@ -105,6 +107,15 @@ class WhoAmI(BaseModel):
     source: Literal["local", "external"]
 
 
+class ServerFacts(BaseModel):
+    """What a client cannot learn from MLflow's server-info (its ``store_type`` is ``SqlStore`` for any
+    SQL database): the database kind, the scan policy, and which replica answered."""
+
+    backend: str = Field(description="The tracking store's database: sqlite, postgresql, mysql...")
+    scan_policy: Literal["block", "warn", "off"]
+    replica: str | None
+
+
 class Error(BaseModel):
     error_code: str
     message: str
@@ -151,8 +162,8 @@ def check_not_external(actor: Principal, action: str) -> None:
         )
 
 
-def create_key_api(keys: KeyStore) -> FastAPI:
-    """The key API as an app of its own, mounted at ``PREFIX`` (its OpenAPI document included)."""
+def create_key_api(keys: KeyStore, facts: ServerFacts) -> FastAPI:
+    """The API as an app of its own, mounted at ``PREFIX`` (its OpenAPI document included)."""
     api = FastAPI(
         title="hokusai-registry key API",
         version="1",
@@ -238,16 +249,15 @@ def create_key_api(keys: KeyStore) -> FastAPI:
             "source": "local",
         }
 
+    @api.get("/server", response_model=ServerFacts)
+    def server(actor: Caller) -> ServerFacts:
+        """The database kind, the scan policy and the replica: any key may ask."""
+        return facts
+
     return api
 
 
-ERROR_CODES = {
-    400: "INVALID_PARAMETER_VALUE",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "RESOURCE_DOES_NOT_EXIST",
-    409: "RESOURCE_ALREADY_EXISTS",
-}
+ERROR_CODES = {400: "INVALID_PARAMETER_VALUE", **REFUSAL_CODES}
 
 
 def _error(status: int, message: str, error_code: str | None = None) -> JSONResponse:

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from hokusai_registry.client import API, ARTIFACTS, CHUNK, error_body, hash_stream
-from hokusai_registry.key_client import KeyApiError, KeyClient, KeyWarning
+from hokusai_registry.key_client import KEY_API, KeyApiError, KeyClient, KeyWarning
 from hokusai_registry.verify import diagnose, recommend
 from hokusai_registry.verify.diagnose import Diagnosis
 from hokusai_registry.verify.recommend import Observations
@@ -291,8 +291,7 @@ def artifact_round_trip(ctx: Context) -> Outcome:
 
 def artifact_locations(ctx: Context) -> Outcome:
     """Experiments whose artifacts bypass this server (F3); fail if new experiments get such a location."""
-    if ctx.experiment_id is not None:
-        ctx.observed.database = database(ctx)
+    server_facts(ctx)
     response = ctx.http.post(f"{API}/experiments/search", json={"max_results": 1000}, headers=ctx.auth())
     expect(response, "tracking", "experiments/search")
     experiments = response.json().get("experiments", [])
@@ -311,19 +310,19 @@ def artifact_locations(ctx: Context) -> Outcome:
     return Outcome(f"all {len(experiments)} experiments use mlflow-artifacts:/")
 
 
-def database(ctx: Context) -> str | None:
-    """Which database holds the store. server-info says only ``SqlStore``, but MLflow answers a second
-    create of verify's scratch experiment quoting the driver's IntegrityError (``sqlite3``, ``psycopg``)."""
+def server_facts(ctx: Context) -> None:
+    """What the registry says of itself at ``GET /api/hokusai/v1/server`` (its database kind, scan
+    policy): MLflow's server-info says only ``SqlStore``. An older server without the route says nothing."""
     try:
-        again = ctx.http.post(f"{API}/experiments/create", json={"name": ctx.name}, headers=ctx.auth())
-    except httpx.HTTPError:
-        return None
-    if again.is_success:  # a store without a unique name: remove the twin, learn nothing
-        with suppress(httpx.HTTPError):
-            ctx.http.post(f"{API}/experiments/delete", json=again.json(), headers=ctx.auth())
-        return None
-    body = error_body(again.text)
-    return recommend.database(body.message) if body.error_code == "RESOURCE_ALREADY_EXISTS" else None
+        answer = ctx.http.get(f"{KEY_API}/server", headers=ctx.auth())
+        facts = answer.json() if answer.is_success else {}
+    except (httpx.HTTPError, ValueError):
+        return
+    if isinstance(facts, dict):
+        backend, policy = facts.get("backend"), facts.get("scan_policy")
+        ctx.observed.database = backend if isinstance(backend, str) else None
+        if ctx.observed.scan_policy is None and isinstance(policy, str):
+            ctx.observed.scan_policy = policy
 
 
 def large_artifact(ctx: Context) -> Outcome:

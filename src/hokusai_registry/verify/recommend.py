@@ -20,14 +20,6 @@ REPLICA_PROBES = 8  # with two replicas picked at random, all 8 land on one only
 SLOW_MB_S = 10.0  # a worker streams roughly 90-300 MB/s (docs/benchmarks.md): 10x below is the path
 SLOW_MIN_MIB = 16  # smaller transfers measure latency and TCP slow start more than the path's bandwidth
 
-# The driver's name in the IntegrityError MLflow quotes for a duplicate name (and its own wording).
-_DRIVERS = (
-    ("sqlite", ("sqlite",)),
-    ("postgresql", ("psycopg", "duplicate key value violates unique constraint")),
-    ("mysql", ("mysql", "duplicate entry")),
-    ("mssql", ("pyodbc", "pymssql", "sql server")),
-)
-
 
 @dataclass(frozen=True)
 class Recommendation:
@@ -49,24 +41,13 @@ class Observations:
     url: str = ""
     address: str | None = None  # the IP reachability connected to
     store_type: str | None = None  # server-info's store_type: "SqlStore", "FileStore"
-    database: str | None = None  # sqlite, postgresql, mysql, mssql (see ``database``)
+    database: str | None = None  # sqlite, postgresql, ...: GET /api/hokusai/v1/server's ``backend``
     replica_ids: list[str] | None = None  # X-Hokusai-Replica per connection; None: header absent
     key_warning: KeyWarning | None = None  # the authentication check's whoami warning
     key_rotated: bool = False  # the key is an old one in its rotation grace period
     scan_policy: str | None = None  # block, warn or off, as the model scanning check saw it behave
     large_mib: int = 0
     rates_mb_s: dict[str, float] = field(default_factory=dict)  # large_upload_mb_s, large_download_mb_s
-
-
-def database(message: str) -> str | None:
-    """The database named in MLflow's answer to a duplicate name (``RESOURCE_ALREADY_EXISTS``, whose
-    message quotes the driver's IntegrityError: ``(sqlite3.IntegrityError)``,
-    ``(psycopg.errors.UniqueViolation)``); None when it names none."""
-    lowered = message.lower()
-    for name, marks in _DRIVERS:
-        if any(mark in lowered for mark in marks):
-            return name
-    return None
 
 
 def served_policy(verdict: str | None) -> str | None:
