@@ -221,4 +221,10 @@ def test_the_key_api_says_external_keys_are_managed_by_the_service(registry_with
         assert "external key service" in refused.json()["message"]
     admin = {"Authorization": f"Bearer {registry_with_service.admin_key}"}
     assert httpx.delete(f"{api}/keys/ext:ext-1", headers=admin).status_code == 409
+    # A local key of the same user: an external key must not mint a local one that outlives it.
+    local = httpx.post(f"{api}/keys", headers=admin, json={"user": "ext-user", "name": "local"}).json()
+    for method, path in (("POST", f"/keys/{local['id']}/rotate"), ("DELETE", f"/keys/{local['id']}")):
+        refused = httpx.request(method, f"{api}{path}", headers=auth)
+        assert refused.status_code == 409, (method, path, refused.text)
+    assert httpx.get(f"{api}/whoami", headers={"Authorization": f"Bearer {local['key']}"}).status_code == 200
     assert search(registry_with_service, VALID).status_code == 200  # nothing was revoked

@@ -102,13 +102,32 @@ def test_rotation_keeps_user_scope_name_and_lifetime_and_gives_the_old_key_a_gra
     assert rotated.new.key != old.key
 
 
-def test_rotating_twice_leaves_exactly_one_old_key_in_its_grace(store: KeyStore) -> None:
-    first = store.create("acme", name="ci")
+@pytest.mark.parametrize("name", ["ci", None])  # keys made without a name (the CLI's default) too
+def test_rotating_twice_leaves_exactly_one_old_key_in_its_grace(store: KeyStore, name: str | None) -> None:
+    first = store.create("acme", name=name)
     second = store.rotate(first.record.id, grace_seconds=3600).new
     third = store.rotate(second.record.id, grace_seconds=3600).new
     now = utcnow() + timedelta(milliseconds=1)
     working = [key.id for key in store.list("acme") if key.revoked_at is None and not key.is_expired(now)]
     assert sorted(working) == sorted([second.record.id, third.record.id])
+
+
+def test_a_rotated_key_never_outlives_the_maximum_lifetime(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/auth.db"
+    forever = KeyStore(uri, b"k" * 32).create("acme", name="ci")  # made before the operator set a limit
+    limited = KeyStore(uri, b"k" * 32, KeyLimits(max_lifetime_days=30))
+    new = limited.rotate(forever.record.id).new.record
+    assert new.expires_at is not None
+    assert abs(new.expires_at - new.created_at - timedelta(days=30)) < timedelta(seconds=1)
+
+
+def test_a_key_expired_by_disuse_can_be_neither_rotated_nor_hold_its_name(tmp_path: Path) -> None:
+    store = KeyStore(f"sqlite:///{tmp_path}/auth.db", b"k" * 32, KeyLimits(expire_unused_days=90))
+    idle = store.create("acme", name="ci")
+    set_columns(store, idle.record.id, created_at=utcnow() - timedelta(days=91))
+    with pytest.raises(KeyConflict, match="has expired"):
+        store.rotate(idle.record.id)
+    assert store.create("acme", name="ci").record.name == "ci"
 
 
 def test_a_grace_of_zero_ends_the_old_key_at_once(store: KeyStore) -> None:

@@ -125,3 +125,13 @@ def test_metrics_are_for_admin_and_metrics_keys_and_metrics_keys_read_nothing_el
         with pytest.raises(Refusal) as refused:
             check_scope(principal, "GET", path)
         assert refused.value.status == 403 and refused.value.reason == "forbidden"
+
+
+def test_a_method_no_http_client_sends_is_counted_as_other() -> None:
+    """uvicorn accepts any token as a method: it must not become a label value."""
+    observe = metrics.RequestMetrics(metrics.RouteNames(mlflow_flask_app.url_map)).observe
+    scope = {"type": "http", "method": "X-RANDOM-abc123", "path": "/api/2.0/mlflow/experiments/get"}
+    observe(scope, 401, 0.001, "missing")
+    text = metrics.render().decode()
+    assert "X-RANDOM-abc123" not in text
+    assert 'method="other"' in text

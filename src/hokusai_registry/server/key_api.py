@@ -205,6 +205,7 @@ def create_key_api(keys: KeyStore, facts: ServerFacts) -> FastAPI:
     @api.delete("/keys/{key_id}", response_model=KeyRecord)
     def revoke_key(key_id: str, actor: Caller) -> dict[str, Any]:
         """Revoke a key: every worker of every replica refuses it within the cache TTL (5 s at most)."""
+        check_not_external(actor, "revoke")
         owned_key(actor, key_id)
         record = keys.revoke(key_id)
         audit.event("key.revoke", actor_key_id=actor.key_id, key_id=key_id, user=record.username)
@@ -215,6 +216,7 @@ def create_key_api(keys: KeyStore, facts: ServerFacts) -> FastAPI:
         key_id: str, actor: Caller, request: Annotated[RotateKey | None, Body()] = None
     ) -> dict[str, Any]:
         """A new key with the same user, scope and name; the old one works until its grace ends."""
+        check_not_external(actor, "rotate")  # else it could mint a local key that outlives its own
         old = owned_key(actor, key_id)
         check_may_give(actor, old.scope)
         rotated = keys.rotate(key_id, (request or RotateKey()).grace_seconds)

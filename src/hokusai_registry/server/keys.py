@@ -270,23 +270,20 @@ class KeyStore:
         with self._engine.begin() as conn:
             old = self._get(conn, key_id)
             self._refuse_unless_live(old, now, "rotated")
-            lifetime = None
+            lifetime, limit = None, self.limits.max_lifetime_days
             if old.expires_at is not None:
                 lifetime = (old.expires_at - old.created_at).total_seconds() / 86_400
-                limit = self.limits.max_lifetime_days
-                lifetime = min(lifetime, limit) if limit else lifetime
-            if old.name is not None:
-                conn.execute(
-                    api_keys.update()
-                    .where(
-                        api_keys.c.username == old.username,
-                        api_keys.c.name == old.name,
-                        api_keys.c.replaced_by.is_not(None),
-                        api_keys.c.revoked_at.is_(None),
-                        sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now),
-                    )
-                    .values(expires_at=now)
+            if limit is not None:
+                lifetime = min(lifetime, limit) if lifetime is not None else limit
+            conn.execute(  # the key this one replaced, if still in its grace: it ends now
+                api_keys.update()
+                .where(
+                    api_keys.c.replaced_by == key_id,
+                    api_keys.c.revoked_at.is_(None),
+                    sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now),
                 )
+                .values(expires_at=now)
+            )
             new_id = new_key_id()
             grace_end = now + timedelta(seconds=grace_seconds)
             ends = min(old.expires_at, grace_end) if old.expires_at else grace_end
@@ -312,13 +309,12 @@ class KeyStore:
             raise KeyNotFound(f"no key with id {key_id!r}")
         return ApiKey.from_row(row)
 
-    @staticmethod
-    def _refuse_unless_live(key: ApiKey, now: datetime, action: str) -> None:
+    def _refuse_unless_live(self, key: ApiKey, now: datetime, action: str) -> None:
         if key.revoked_at is not None:
             raise KeyConflict(f"key {key.id} was revoked; it cannot be {action}; create a new key")
         if key.replaced_by is not None:
             raise KeyConflict(f"key {key.id} was already rotated to {key.replaced_by}; rotate that key")
-        if key.is_expired(now):
+        if key.is_expired(now) or key.is_unused_for(self.limits.expire_unused_days, now):
             raise KeyConflict(f"key {key.id} has expired; it cannot be {action}; create a new key")
 
     def _claim_name(self, conn: sa.Connection, username: str, name: str, claimant: str) -> None:
@@ -333,7 +329,7 @@ class KeyStore:
             )
         ):
             holder = ApiKey.from_row(row)
-            if not holder.is_expired(now):
+            if not (holder.is_expired(now) or holder.is_unused_for(self.limits.expire_unused_days, now)):
                 raise KeyConflict(
                     f"user {username!r} already has a key named {name!r} ({holder.id}); "
                     "choose another name, rotate that key, or revoke it first"

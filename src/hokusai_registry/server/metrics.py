@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 OTHER = "other"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REFUSAL_REASONS = ("missing", "malformed", "unknown", "revoked", "expired", "forbidden", "key_service_down")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -170,6 +171,7 @@ class RequestMetrics:
 
     def observe(self, scope: Scope, status: int, seconds: float, refusal_reason: str | None) -> None:
         method = scope.get("method", "GET")
+        method = method if method in METHODS else OTHER  # a client may send any token as its method
         route = self._route_names(scope)  # "other" for a request refused before it was routed
         REQUESTS.labels(route, method, str(status)).inc()
         REQUEST_SECONDS.labels(route, method).observe(seconds)

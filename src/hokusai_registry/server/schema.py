@@ -86,14 +86,13 @@ def _add_columns(engine: sa.Engine) -> None:
             present = {c["name"] for c in sa.inspect(engine).get_columns(api_keys.name)}
             if column.name not in present:
                 raise  # not another worker's doing
-    if missing:
-        for index in api_keys.indexes:
-            try:
-                index.create(engine, checkfirst=True)
-            except sa.exc.DBAPIError:
-                names = {i["name"] for i in sa.inspect(engine).get_indexes(api_keys.name)}
-                if index.name not in names:
-                    raise  # not another worker's doing
+    for index in api_keys.indexes:  # also when an earlier start added the columns, then died
+        try:
+            index.create(engine, checkfirst=True)
+        except sa.exc.DBAPIError:
+            names = {i["name"] for i in sa.inspect(engine).get_indexes(api_keys.name)}
+            if index.name not in names:
+                raise  # not another worker's doing
 
 
 READ_EPOCHS_QMARK = (  # SQLite's placeholder
@@ -105,16 +104,38 @@ READ_EPOCHS_FORMAT = READ_EPOCHS_QMARK.replace("?", "%s")  # psycopg's
 
 def read_epochs(engine: sa.Engine, username: str | None) -> tuple[int, int]:
     """(global epoch, ``username``'s epoch), in one query. Runs on every request, so it skips
-    SQLAlchemy's statement layer: 20 µs instead of 270 µs."""
+    SQLAlchemy's statement layer: 20 µs instead of 270 µs.
+
+    A driver error is raised as SQLAlchemy's wrapper of it (``OperationalError`` for a refused or
+    broken connection), as SQLAlchemy's own statement layer would, and a connection the error says is
+    dead is invalidated rather than handed back to the pool, so the next request gets a fresh one.
+    """
     query = READ_EPOCHS_QMARK if engine.dialect.paramstyle == "qmark" else READ_EPOCHS_FORMAT
-    conn = engine.raw_connection()
+    params = (username or "",)
+    conn = engine.raw_connection()  # a refused connection raises sa.exc.OperationalError here
+    dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
     try:
         cursor = conn.cursor()
-        cursor.execute(query, (username or "",))
-        row = cursor.fetchone()
-        cursor.close()
+        try:
+            cursor.execute(query, params)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+    except dbapi_error as exc:
+        dead = engine.dialect.is_disconnect(exc, conn.dbapi_connection, None)  # type: ignore[arg-type]
+        if dead:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            query,
+            params,
+            exc,
+            dbapi_error,
+            hide_parameters=True,
+            connection_invalidated=dead,
+            dialect=engine.dialect,
+        ) from exc
     finally:
-        conn.close()  # back to the pool
+        conn.close()  # back to the pool (an invalidated one is discarded)
     return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
 
 
