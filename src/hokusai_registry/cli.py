@@ -670,6 +670,12 @@ def verify(
         json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     if markdown:
         markdown.write_text(report.to_markdown())
+    from rich.markup import escape
+
+    for advice in report.recommendations:  # never failures: what production should not run with
+        err.print(
+            f"[yellow]recommended:[/yellow] {escape(advice.title)}: {escape(advice.fix)}", highlight=False
+        )
     verdict = "[green]PASSED[/green]" if report.passed else "[red]FAILED[/red]"
     err.print(f"verify {verdict} in {report.duration_ms / 1000:.1f} s", highlight=False)
     raise typer.Exit(0 if report.passed else 1)
