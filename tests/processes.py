@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["free_port", "stop", "wait_for_health"]
+__all__ = ["free_port", "kill_group", "stop", "wait_for_health"]
 
 
 # Debian's Chromium, which the UI test and the UI benchmark drive through Playwright (its own browser
@@ -72,3 +72,12 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(wait)
             return
+
+
+def kill_group(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGKILL the process group ``proc`` leads, all at once (a crash, or ECS's SIGKILL after its stop
+    timeout), and reap the leader."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)

@@ -6,22 +6,32 @@ has the port, health and stop helpers, shared with the benchmarks).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from tests.processes import free_port, stop, wait_for_health  # also imported from here by the tests
+from tests.processes import (
+    free_port,
+    kill_group,
+    stop,
+    wait_for_health,
+)  # also imported from here by the tests
 
 VENV_BIN = Path(sys.executable).parent
 CLI = str(VENV_BIN / "hokusai-registry")
@@ -137,33 +147,78 @@ def run_stock_mlflow(tmp: Path, *args: str) -> Iterator[str]:
         stop(proc)
 
 
+class Postgres:
+    """A throw-away PostgreSQL 15 cluster (``postgres_cluster``): its URI, and ``stop``/``start`` on the
+    same port and data, to take the database away from running servers and give it back."""
+
+    def __init__(self, uri: str, bindir: Path | None = None, root: Path | None = None, port: int = 0) -> None:
+        self.uri, self._bindir, self._root, self._port = uri, bindir, root, port
+        self._as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.running = False
+
+    @property
+    def controllable(self) -> bool:
+        """False for a server given by HOKUSAI_TEST_POSTGRES_URI: it is not ours to stop."""
+        return self._bindir is not None
+
+    def _run(self, *cmd: str) -> None:
+        subprocess.run([*self._as_postgres, *cmd], check=True, capture_output=True, timeout=120)
+
+    def _ctl(self, *args: str) -> None:
+        assert self._bindir is not None and self._root is not None, "not a cluster of ours"
+        self._run(str(self._bindir / "pg_ctl"), "-D", str(self._root / "data"), *args)
+
+    def start(self) -> None:
+        """Start (again) on the same port; returns once it accepts connections."""
+        assert self._root is not None
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -c port={self._port} "
+            f"-c unix_socket_directories={self._root} -c fsync=off"
+        )
+        self._ctl("-o", opts, "-l", str(self._root / "log"), "-w", "start")
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop it: ``fast`` ends every session (clients see their connections closed), ``immediate``
+        as if it crashed. Connections are refused until ``start``."""
+        self._ctl("-m", mode, "-w", "stop")
+        self.running = False
+
+
 @contextmanager
-def run_postgres() -> Iterator[str]:
+def postgres_cluster() -> Iterator[Postgres]:
     """A throw-away PostgreSQL 15 cluster in a temp dir; as root it runs as the `postgres` user."""
     if uri := os.environ.get("HOKUSAI_TEST_POSTGRES_URI"):
-        yield uri
+        yield Postgres(uri)
         return
     bindir = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     root = Path(tempfile.mkdtemp(prefix="hokusai-pg-"))
-    if as_postgres:
+    port = free_port()
+    cluster = Postgres(f"postgresql://postgres@127.0.0.1:{port}/registry", bindir, root, port)
+    if cluster._as_postgres:
         shutil.chown(root, "postgres", "postgres")
-    datadir, port = root / "data", free_port()
-
-    def run(*cmd: str) -> None:
-        subprocess.run([*as_postgres, *cmd], check=True, capture_output=True, timeout=120)
-
-    run(str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-    opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} -c fsync=off"
-    run(str(bindir / "pg_ctl"), "-D", str(datadir), "-o", opts, "-l", str(root / "log"), "-w", "start")
     try:
-        run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "registry")
-        yield f"postgresql://postgres@127.0.0.1:{port}/registry"
+        cluster._run(
+            str(bindir / "initdb"), "-D", str(root / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8"
+        )
+        cluster.start()
+        cluster._run(
+            str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "registry"
+        )
+        yield cluster
     finally:
-        run(str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "fast", "-w", "stop")
+        if cluster.running:
+            cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def run_postgres() -> Iterator[str]:
+    """A throw-away PostgreSQL 15 cluster (``postgres_cluster``); yields its URI."""
+    with postgres_cluster() as cluster:
+        yield cluster.uri
 
 
 def s3_client(env: dict[str, str]) -> Any:
@@ -179,23 +234,269 @@ def s3_client(env: dict[str, str]) -> Any:
     )
 
 
+class S3Server:
+    """moto's S3 in server mode on loopback (``s3_server``): ``env`` for a server process to use it, and
+    ``stop``/``start`` on the same port. Its buckets and objects live in this process, so they survive."""
+
+    def __init__(self, port: int) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = port
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.running = False
+        self.env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        }
+
+    def start(self) -> None:
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per S3 request in test output
+        self._server.start()
+        self.running = True
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket: connections are refused until ``start``."""
+        self._server.stop()
+        wsgi = getattr(self._server, "_server", None)
+        if wsgi is not None:
+            wsgi.server_close()  # moto's stop() leaves it open: connections would hang, not be refused
+        self.running = False
+
+    @contextmanager
+    def stopping_after(self, request: str) -> Iterator[threading.Event]:
+        """Within the block, stop the moment S3 has answered the first request whose request line holds
+        ``request`` (e.g. ``"?uploads"``: a multipart upload begun), so the next one is refused; the
+        event says it happened. Exact where a client-side trigger would race the server's next request."""
+        import logging
+
+        logger, fired = logging.getLogger("werkzeug"), threading.Event()
+        server = self
+
+        class AfterRequest(logging.Handler):  # werkzeug logs each request line once it is answered
+            def emit(self, record: logging.LogRecord) -> None:
+                if not fired.is_set() and request in record.getMessage():
+                    fired.set()
+                    server.stop()
+
+        hook, level = AfterRequest(), logger.level
+        logger.addHandler(hook)
+        logger.setLevel(logging.INFO)
+        try:
+            yield fired
+        finally:
+            logger.removeHandler(hook)
+            logger.setLevel(level)
+
+
+@contextmanager
+def s3_server(bucket: str = "registry-artifacts") -> Iterator[S3Server]:
+    server = S3Server(free_port())
+    server.start()
+    try:
+        s3_client(server.env).create_bucket(Bucket=bucket)
+        yield server
+    finally:
+        if server.running:
+            server.stop()
+
+
 @contextmanager
 def run_s3(bucket: str = "registry-artifacts") -> Iterator[dict[str, str]]:
     """moto's S3 in server mode on loopback; yields the environment a server process needs to use it."""
-    from moto.server import ThreadedMotoServer
+    with s3_server(bucket) as server:
+        yield server.env
 
+
+@dataclass
+class Replica:
+    """One `hokusai-registry up` of a fleet, on a fixed port and data dir, so it can be stopped (SIGTERM,
+    as ECS does), killed (SIGKILL of its whole process group) and started again as the same replica."""
+
+    name: str
+    data_dir: Path
+    port: int
+    args: tuple[str, ...]
+    env: dict[str, str]
+    log_path: Path
+    workers: int = 2
+    proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def start(self, timeout: float = 90) -> None:
+        """Start it and return once /health answers; the log keeps every start's output."""
+        command = [
+            CLI, "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
+            "--workers", str(self.workers), *self.args,
+        ]  # fmt: skip
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self.env, text=True, start_new_session=True
+            )
+        try:
+            wait_for_health(self.url, self.proc, timeout, log=self.log_path)
+        except (RuntimeError, TimeoutError):
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """SIGTERM the process group and wait for it to exit (SIGKILL after 20 s)."""
+        if self.proc is not None:
+            stop(self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: the server, its workers and their scanners."""
+        if self.proc is not None:
+            kill_group(self.proc)
+
+
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+HAPROXY_CONFIG = """\
+global
+    maxconn 1000
+
+defaults
+    mode http
+    balance roundrobin
+    option httpchk GET /health
+    http-check expect status 200
+    option redispatch
+    retries 3
+    timeout connect 2s
+    timeout check 2s
+    timeout client 120s
+    timeout server 120s
+    timeout http-request 30s
+    timeout http-keep-alive 10s
+    timeout queue 10s
+    default-server inter 500ms fall 2 rise 1
+
+frontend registry
+    bind 127.0.0.1:{port}
+    default_backend replicas
+
+backend replicas
+{servers}
+{stats}"""
+HAPROXY_STATS = """
+listen stats
+    bind 127.0.0.1:{port}
+    stats enable
+    stats uri /stats
+"""
+
+
+@contextmanager
+def run_haproxy(
+    backends: list[str], *, names: list[str] | None = None, stats_port: int | None = None
+) -> Iterator[str]:
+    """HAProxy in front of ``backends`` (``http://127.0.0.1:PORT`` each): round robin, a health check of
+    ``GET /health`` every 500 ms (down after 2 failures, up after 1 success), up to 3 connection retries
+    redispatched to another server; yields its URL once it answers /health through a healthy server.
+
+    With ``stats_port``, HAProxy's statistics are served on it (``/stats;csv``: ``haproxy_stats``).
+    The config is written to a temp file and HAProxy runs in the foreground (-db) until the block ends.
+    """
+    names = names or [f"r{i}" for i in range(len(backends))]
+    servers = "\n".join(
+        f"    server {name} {backend.removeprefix('http://')} check"
+        for name, backend in zip(names, backends, strict=True)
+    )
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }
+    stats = HAPROXY_STATS.format(port=stats_port) if stats_port else ""
+    root = Path(tempfile.mkdtemp(prefix="hokusai-haproxy-"))
+    config = root / "haproxy.cfg"
+    config.write_text(HAPROXY_CONFIG.format(port=port, servers=servers, stats=stats))
+    check = subprocess.run([HAPROXY, "-c", "-q", "-f", str(config)], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise RuntimeError(f"haproxy refused its config: {check.stdout}{check.stderr}")
+    log_path = root / "haproxy.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [HAPROXY, "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
     try:
-        s3_client(env).create_bucket(Bucket=bucket)
-        yield env
+        wait_for_health(url, proc, 30, log=log_path)
+        yield url
     finally:
-        server.stop()
+        stop(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def run_throttle(url: str, bytes_per_second: float) -> Iterator[str]:
+    """A TCP relay in front of ``url`` passing what clients send at most ``bytes_per_second`` per
+    connection (answers at full speed), so an upload on loopback lasts long enough to be interrupted;
+    yields its URL."""
+    target = urlsplit(url)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stopping = threading.Event()
+
+    def pump(source: socket.socket, sink: socket.socket, rate: float | None, done: threading.Barrier) -> None:
+        try:
+            while chunk := source.recv(64 * 1024):
+                sink.sendall(chunk)
+                if rate:
+                    time.sleep(len(chunk) / rate)
+            sink.shutdown(socket.SHUT_WR)  # pass the end on; the other direction may still be talking
+        except OSError:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            if done.wait() == 0:  # both directions over
+                source.close()
+                sink.close()
+
+    def accept() -> None:
+        while not stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                server = socket.create_connection((target.hostname, target.port or 80))
+            except OSError:
+                client.close()
+                continue
+            done = threading.Barrier(2)
+            threading.Thread(target=pump, args=(client, server, bytes_per_second, done), daemon=True).start()
+            threading.Thread(target=pump, args=(server, client, None, done), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        listener.close()
+        acceptor.join(5)
+
+
+def haproxy_stats(stats_port: int) -> dict[str, dict[str, str]]:
+    """HAProxy's counters by ``proxy/server`` (``registry/FRONTEND``, ``replicas/a``, ``replicas/BACKEND``):
+    ``status`` (UP/DOWN), ``req_tot``, ``hrsp_5xx``, ``wretr`` (retries), ``wredis`` (redispatches), ``bin``
+    (bytes from clients), ``scur``...; see HAProxy's management guide, section 9.1."""
+    import csv
+    import io
+
+    text = httpx.get(f"http://127.0.0.1:{stats_port}/stats;csv", timeout=5).text.lstrip("# ")
+    return {f"{row['pxname']}/{row['svname']}": row for row in csv.DictReader(io.StringIO(text))}

@@ -558,3 +558,48 @@ def test_every_proxied_transfer_goes_through_the_guarded_destination_repository(
 def test_a_runs_uri_resolves_through_the_handlers_tracking_store() -> None:
     assert callable(handlers._get_tracking_store)
     assert "_get_tracking_store()" in inspect.getsource(mlflow_adapter.run_artifact_location)
+
+
+# --- 11. one file's download error, folded by download_artifacts --------------------------------------------
+
+
+def test_a_translated_file_download_error_keeps_its_code_through_mlflows_fold(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+    from mlflow.entities import FileInfo
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
+    from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+    from hokusai_registry.server import outages
+
+    class Unreachable(ArtifactRepository):  # S3 answering the listing, then gone for the file itself
+        def log_artifact(self, local_file: str, artifact_path: str | None = None) -> None: ...
+        def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None: ...
+        def list_artifacts(self, path: str | None = None) -> list[FileInfo]:
+            return [FileInfo(path, False, 1)] if path == "dir" else []
+
+        def _download_file(self, remote_file_path: str, local_path: str) -> None:
+            raise EndpointConnectionError(endpoint_url="http://s3.invalid/bucket/key")
+
+    # S3's repository downloads through the base class's fold, one _download_file per file.
+    assert S3ArtifactRepository.download_artifacts is ArtifactRepository.download_artifacts
+    assert "self._download_file" in inspect.getsource(ArtifactRepository.download_artifacts)
+    repository = Unreachable("s3://bucket/prefix")
+    with pytest.raises(MlflowException) as folded:
+        repository.download_artifacts("model.bin", str(tmp_path))
+    assert folded.value.error_code == "INTERNAL_ERROR"  # the fold: a 500 that no longer names botocore
+
+    monkeypatch.setenv(ARTIFACTS_DESTINATION_ENV_VAR, "s3://bucket/prefix")
+    monkeypatch.setattr(handlers, "_artifact_repo", repository)
+    assert mlflow_adapter.translate_download_errors(outages.as_unavailable) is repository
+    assert mlflow_adapter.translate_download_errors(outages.as_unavailable) is repository  # wraps once
+    with pytest.raises(MlflowException) as translated:
+        repository.download_artifacts("model.bin", str(tmp_path))
+    assert translated.value.error_code == "TEMPORARILY_UNAVAILABLE"
+    assert translated.value.get_http_status_code() == 503
+    assert "artifact store" in translated.value.message
+    monkeypatch.delenv(ARTIFACTS_DESTINATION_ENV_VAR)
+    assert mlflow_adapter.translate_download_errors(outages.as_unavailable) is None

@@ -21,6 +21,7 @@ from hokusai_registry.server import (
     flask_hook,
     logs,
     mlflow_adapter,
+    outages,
     permission_gate,
     registry_store,
     scan_store,
@@ -78,6 +79,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
         replica=settings.replica_id,
     )
     mlflow_adapter.mount_before_flask(asgi_app, PREFIX, create_key_api(keys, facts))
+    outages.install(asgi_app, mlflow_flask_app)  # a database or S3 outage: 503, not 500
     request_metrics = RequestMetrics(RouteNames(mlflow_flask_app.url_map)) if settings.metrics else None
     app_with_keys = ApiKeyMiddleware(asgi_app, authenticator, request_metrics, settings.replica_id)
     if settings.gc_freeze:

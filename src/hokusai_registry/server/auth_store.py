@@ -15,17 +15,23 @@ load time if that is longer, so a worker never spends more than a tenth of its t
 "An admin key acts as an MLflow admin": MLflow decides admin rights from ``get_user(name).is_admin``
 in both its Flask and its FastAPI paths, so the user returned for the requesting principal carries
 ``is_admin = (key scope == admin)``. Other users are returned as stored.
+
+A database that cannot be reached while reading or bumping the epochs raises the ``MlflowException``
+MLflow's own store raises then (``TEMPORARILY_UNAVAILABLE``, outages.py), so every caller, MLflow's
+Flask handlers and its FastAPI permission check alike, answers 503 as it does for MLflow's tables.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from mlflow.server.auth.entities import User
 
+from hokusai_registry.server import outages
 from hokusai_registry.server.context import current_principal, current_request
 from hokusai_registry.server.mlflow_adapter import (
     Delegating,
@@ -114,7 +120,8 @@ class CachedAuthStore(Delegating):
                 return hit[0]
             generations = self._generation, self._user_generations.get(username or "", 0)
             started = self._clock()
-            value = load()  # a missing user raises and is not cached
+            with _unavailable_when_down("reading users and grants"):
+                value = load()  # a missing user raises and is not cached
             loaded = self._clock()
             lifetime = max(self._ttl, LOAD_COST_FACTOR * (loaded - started)) if self._ttl > 0 else 0.0
             with self._lock:
@@ -134,7 +141,8 @@ class CachedAuthStore(Delegating):
         if state is not None and state.auth_epoch is not None:
             return
         username = state.principal.username if state is not None else None
-        epoch, user_epoch = read_epochs(self.wrapped.engine, username)
+        with _unavailable_when_down("reading the auth epochs"):
+            epoch, user_epoch = read_epochs(self.wrapped.engine, username)
         now = self._clock()
         with self._lock:
             if epoch != self._epoch:
@@ -171,12 +179,30 @@ class CachedAuthStore(Delegating):
         def write_then_bump(*args: Any, **kwargs: Any) -> Any:
             result = write(*args, **kwargs)
             username = affected_user(name, args, kwargs)
-            if username is None:
-                bump_epoch(self.wrapped.engine)
-            else:
-                bump_user_epoch(self.wrapped.engine, username)
-            with self._lock:
-                self._empty() if username is None else self._forget(username)
+            try:
+                with _unavailable_when_down("bumping an auth epoch"):
+                    if username is None:
+                        bump_epoch(self.wrapped.engine)
+                    else:
+                        bump_user_epoch(self.wrapped.engine, username)
+            finally:  # this worker forgets what the write changed, even if others could not be told
+                with self._lock:
+                    self._empty() if username is None else self._forget(username)
             return result
 
         return write_then_bump
+
+
+@contextmanager
+def _unavailable_when_down(doing: str) -> Iterator[None]:
+    """Re-raise a database outage as MLflow's ``TEMPORARILY_UNAVAILABLE`` (a 503 wherever it lands)."""
+    try:
+        yield
+    except Exception as exc:
+        what = outages.dependency(exc)
+        if what is None:
+            raise
+        outages.note(what, exc, doing)
+        if getattr(exc, "error_code", None) == outages.ERROR_CODE:
+            raise  # MLflow's own store said so already
+        raise outages.unavailable(what, exc) from exc

@@ -2,6 +2,7 @@
 
 A hit is one dict read, no lock; a miss reads the key table once, however many requests for the same
 key are in flight (a key of the external service is asked for by each of them: that call is not shared).
+A miss while the database cannot be reached is a 503 with Retry-After (outages.py), never a 401 or a 500.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from dataclasses import replace
 from datetime import timedelta
 
+from hokusai_registry.server import outages
 from hokusai_registry.server.context import Principal
 from hokusai_registry.server.credentials import Refusal, unauthenticated
 from hokusai_registry.server.external import ExternalKeyService, KeyServiceDown
@@ -53,11 +55,21 @@ class Authenticator:
         return principal
 
     def resolve(self, key: str, digest: str) -> Principal:
-        """The principal for a key, from the database or the external service; raises Refusal."""
-        record = self._load(digest)
-        if record is None:
-            return self._resolve_external(key, digest)  # outside the lock: it may wait for the network
-        return self._check(record)
+        """The principal for a key, from the database or the external service; raises Refusal (a 503
+        with Retry-After when the database cannot be reached)."""
+        try:
+            record = self._load(digest)
+            if record is None:
+                return self._resolve_external(key, digest)  # outside the lock: it may wait for the network
+            return self._check(record)
+        except Refusal:
+            raise
+        except Exception as exc:
+            what = outages.dependency(exc)
+            if what is None:
+                raise
+            outages.note(what, exc, "authenticating a key")
+            raise outages.refusal(what, exc) from exc
 
     def _load(self, digest: str) -> ApiKey | None:
         # When a key's entry expires, all its requests in flight miss at once: the first reads the

@@ -10,8 +10,10 @@ here says who was refused what, and what fixes it.
 Only a 401/403/404/409/503 whose body is not JSON yet is held, until its last chunk, and rewritten:
 status and every other header stay, ``content-type`` and ``content-length`` are replaced. Anything
 else (successful responses, artifact streams, JSON errors, HEAD answers) passes through message by
-message, unchanged. The one request body looked at is ``runs/create``'s, to recognise the first
-run a tenant starts in the shared Default experiment. No Flask here: this runs on the event loop.
+message, unchanged, except that a 503 without ``Retry-After`` (MLflow's own, for a database error in
+its sessions) gets one: a 503 says "try again", and ``Retry-After`` says when (outages.py). The
+one request body looked at is ``runs/create``'s, to recognise the first run a tenant starts in the
+shared Default experiment. No Flask here: this runs on the event loop.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from http import HTTPStatus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hokusai_registry.server import outages
 from hokusai_registry.server.context import Principal
 from hokusai_registry.server.credentials import ERROR_CODES
 
-__all__ = ["Asked", "BodyTap", "JsonErrorSend", "is_json", "refusal_body", "serve"]
+__all__ = ["Asked", "BodyTap", "JsonErrorSend", "is_json", "refusal_body", "serve", "with_retry_after"]
 
 MAX_HELD_BYTES = 64 * 1024  # an error page larger than this passes unchanged rather than being held
 MAX_MESSAGE_CHARS = 1000
@@ -77,6 +80,16 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
 
 def _headers(start: Message) -> list[tuple[bytes, bytes]]:
     return [(bytes(name), bytes(value)) for name, value in start.get("headers", [])]
+
+
+def with_retry_after(start: Message) -> Message:
+    """A 503's start message with ``Retry-After`` added if it has none; any other message as it is."""
+    if start["status"] != HTTPStatus.SERVICE_UNAVAILABLE:
+        return start
+    headers = _headers(start)
+    if _header(headers, b"retry-after") is not None:
+        return start
+    return {**start, "headers": [*headers, (b"retry-after", outages.RETRY_AFTER.encode())]}
 
 
 def holds(start: Message) -> bool:
@@ -198,6 +211,8 @@ class JsonErrorSend:
     _size: int = field(default=0, init=False)
 
     async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = with_retry_after(message)
         if self._start is None:
             if message["type"] == "http.response.start" and holds(message):
                 self._start = message
@@ -217,13 +232,22 @@ class JsonErrorSend:
 
     async def _send_as_json(self, start: Message) -> None:
         headers = _headers(start)
-        asked = Asked(self.method, self.path, self.principal, self.tap.body if self.tap else None)
-        body = refusal_body(
-            start["status"],
-            _header(headers, b"content-type") or "",
-            b"".join(bytes(chunk.get("body", b"")) for chunk in self._chunks),
-            asked,
-        )
+        down = outages.seen()
+        if start["status"] == HTTPStatus.UNAUTHORIZED and self.principal is not None and down is not None:
+            # Our layer accepted the key; MLflow's permission check says "not authenticated" only
+            # because loading the user failed: the database is down, which is a 503 (outages.py).
+            start = {**start, "status": HTTPStatus.SERVICE_UNAVAILABLE}
+            headers = [(name, value) for name, value in headers if name.lower() != b"www-authenticate"]
+            headers.append((b"retry-after", outages.RETRY_AFTER.encode()))
+            body = outages.body(down)
+        else:
+            asked = Asked(self.method, self.path, self.principal, self.tap.body if self.tap else None)
+            body = refusal_body(
+                start["status"],
+                _header(headers, b"content-type") or "",
+                b"".join(bytes(chunk.get("body", b"")) for chunk in self._chunks),
+                asked,
+            )
         self._start, self._chunks = None, []
         await self.send({**start, "headers": json_headers(headers, len(body))})
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
@@ -240,13 +264,25 @@ class JsonErrorSend:
 async def serve(
     app: ASGIApp, scope: Scope, receive: Receive, send: Send, principal: Principal | None
 ) -> None:
-    """Run ``app`` for one request with its non-JSON refusals rewritten; HEAD and non-HTTP untouched."""
+    """Run ``app`` for one request with its non-JSON refusals rewritten (HEAD: only a 503's Retry-After
+    added); non-HTTP untouched."""
     method = scope.get("method", "GET")
-    if scope["type"] != "http" or method == "HEAD":
+    if scope["type"] != "http":
         await app(scope, receive, send)
+        return
+    if method == "HEAD":
+
+        async def send_with_retry_after(message: Message) -> None:
+            await send(with_retry_after(message) if message["type"] == "http.response.start" else message)
+
+        await app(scope, receive, send_with_retry_after)
         return
     path = scope["path"]
     tap = BodyTap(receive) if sees_body(method, path) else None
     json_send = JsonErrorSend(send, method, path, principal, tap)
-    await app(scope, tap or receive, json_send)
-    await json_send.release()
+    watching = outages.watch()
+    try:
+        await app(scope, tap or receive, json_send)
+        await json_send.release()
+    finally:
+        outages.unwatch(watching)

@@ -44,6 +44,11 @@ What we rely on (MLflow 3.17):
    ``create_multipart_upload`` or ``delete_artifacts`` (:func:`guard_artifact_repository`).
 10. The FastAPI app serves MLflow's Flask app as a ``Mount`` at the root, which matches every path, so
     an app of ours is reached only if its mount comes before that one (:func:`mount_before_flask`).
+11. ``ArtifactRepository.download_artifacts`` downloads each file with ``self._download_file`` in its
+    thread pool and folds the failures into one ``MlflowException`` that keeps only their messages, and
+    an error code only when every failure was an ``MlflowException`` with one code (else
+    ``INTERNAL_ERROR``, a 500): a botocore connection error there loses its type
+    (:func:`translate_download_errors`).
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ __all__ = [
     "registry_engine",
     "run_artifact_location",
     "set_model_version_outcome",
+    "translate_download_errors",
     "use_authorization_function",
 ]
 
@@ -285,6 +291,39 @@ def guard_artifact_repository(
             return _method(repository, *args, **kw)
 
         setattr(repository, name, guarded)  # on the instance: replaces an earlier guard, never stacks
+    return repository
+
+
+DOWNLOAD_FILE = "_download_file"  # what download_artifacts runs for each file
+
+
+def translate_download_errors(translate: Callable[[Exception], Exception | None]) -> Any:
+    """Make the artifact destination's repository raise ``translate(error)`` in place of an error one
+    file's download raised, when ``translate`` gives one: the folded ``MlflowException`` then keeps that
+    error's code (a ``TEMPORARILY_UNAVAILABLE`` for S3 unreachable is a 503, not the fold's 500).
+
+    Wrapped on the instance, once (like the guard above); returns the repository, or None when no
+    artifact destination is configured (an app built outside ``mlflow server --serve-artifacts``).
+    """
+    from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR, handlers
+
+    if ARTIFACTS_DESTINATION_ENV_VAR not in os.environ:
+        return None
+    repository = handlers._get_artifact_repo_mlflow_artifacts()
+    method = getattr(type(repository), DOWNLOAD_FILE, None)
+    if method is None:
+        return None
+
+    def download_file(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(repository, *args, **kwargs)
+        except Exception as error:
+            translated = translate(error)
+            if translated is None:
+                raise
+            raise translated from error
+
+    setattr(repository, DOWNLOAD_FILE, download_file)  # on the instance: replaces an earlier one
     return repository
 
 
