@@ -17,6 +17,7 @@ Run by hand from the repository root; each command starts the servers and prints
     .venv/bin/python bench/run.py scanning [--scan-sizes 10,300,2048] [--scan-load-mib 300]  # model scan
     .venv/bin/python bench/run.py registration --kinds stock,ours,ours-noscan  # scanning on vs off
     .venv/bin/python bench/run.py requests --kinds stock,ours,ours-nometrics  # metrics on vs off
+    .venv/bin/python bench/run.py fleet [--rounds 3] [--seconds 8]          # HAProxy: 1 vs 2 replicas
 
 `--kinds stock,ours` skips MLflow's basic-auth server (slow to measure: scrypt per request).
 
@@ -609,6 +610,7 @@ def main() -> None:
         "keys",
         "ui",
         "scanning",
+        "fleet",
     )
     parser.add_argument("command", choices=commands)
     parser.add_argument("--kinds", default="stock,basic,ours", help="servers to start, comma-separated")
@@ -632,8 +634,15 @@ def main() -> None:
     parser.add_argument("--scan-sizes", default="10,300,2048", help="scanning: model sizes in MiB")
     parser.add_argument("--scan-load-mib", type=int, default=300, help="scanning: model size under reads")
     args = parser.parse_args()
-    if args.command in ("scale", "keys", "ui", "scanning"):
-        {"scale": run_scale, "keys": run_keys, "ui": run_ui, "scanning": run_scanning}[args.command](args)
+    if args.command in ("scale", "keys", "ui", "scanning", "fleet"):
+        runners = {
+            "scale": run_scale,
+            "keys": run_keys,
+            "ui": run_ui,
+            "scanning": run_scanning,
+            "fleet": run_fleet,
+        }
+        runners[args.command](args)
         return
     wanted = set(commands[: commands.index("all")]) if args.command == "all" else {args.command}
     kinds = (args.profile_kind,) if wanted == {"profile"} else tuple(args.kinds.split(","))
@@ -680,6 +689,13 @@ def run_scale(args: argparse.Namespace) -> None:
         where = "PostgreSQL 15" if args.postgres else "SQLite"
         print(f"## scale: {args.scale_kind} on {where}\n", flush=True)
         print(bench_scale(stock, ours, args.scale_kind, sizes, args.scale_requests), flush=True)
+
+
+def run_fleet(args: argparse.Namespace) -> None:
+    from fleet import bench_fleet
+
+    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp:
+        print(f"## fleet: through HAProxy\n\n{bench_fleet(Path(tmp), args.rounds, args.seconds)}", flush=True)
 
 
 def run_ui(args: argparse.Namespace) -> None:
