@@ -563,3 +563,16 @@ def test_a_file_that_cannot_be_read_is_an_error_and_the_others_are_still_scanned
         ("gone.bin", Verdict.ERROR),
         ("model.pkl", Verdict.UNSAFE),
     ]
+
+
+def test_names_a_database_cannot_store_are_kept_as_escapes(tmp_path: Path) -> None:
+    """A hostile pickle's global may name bytes that are not UTF-8, or a NUL: PostgreSQL refuses both,
+    and the verdict must still be recorded (the fleet test's random weights found this)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.pkl").write_bytes(b"\x80\x02cos\xff\x00\nsystem\nq\x00.")
+    report = scan_path(model)
+    text = json.dumps(report.to_json(), ensure_ascii=False) + report.summary()
+    text.encode("utf-8")  # raises on a lone surrogate
+    assert "\x00" not in text
+    assert report.verdict is not Verdict.CLEAN

@@ -31,6 +31,11 @@ def worst(verdicts: list[Verdict]) -> Verdict:
     return max(verdicts, key=lambda verdict: verdict.rank, default=Verdict.CLEAN)
 
 
+def storable(text: str) -> str:
+    """``text`` with what a database cannot store (NUL, lone surrogates) as backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 @dataclass(frozen=True)
 class Finding:
     """One thing found in one file: ``path`` is the file (``a.zip!inner/data.pkl`` inside archives)."""
@@ -38,6 +43,12 @@ class Finding:
     path: str
     verdict: Verdict
     detail: str  # e.g. "calls os.system", "imports pandas.core.frame.DataFrame (not allowlisted)"
+
+    def __post_init__(self) -> None:
+        # Names read out of a hostile file may hold NULs and lone surrogates, which neither PostgreSQL
+        # nor UTF-8 can store: keep them visible as escapes, so the verdict is always recorded.
+        object.__setattr__(self, "path", storable(self.path))
+        object.__setattr__(self, "detail", storable(self.detail))
 
     def line(self) -> str:
         return f"{self.path}: {self.detail}"
@@ -52,6 +63,9 @@ class ScannedFile:
     sha256: str
     kind: str  # what its content is (pickle, zip, numpy, safetensors, text, ...), not its name
     verdict: Verdict
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", storable(self.path))  # an archive member's name, as stored
 
 
 @dataclass(frozen=True)
