@@ -19,6 +19,7 @@ __all__ = [
     "CHUNK",
     "MISSING_KEY",
     "MISSING_URL",
+    "OUTAGE",
     "Digest",
     "ErrorBody",
     "Sha256Meter",
@@ -34,6 +35,8 @@ API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 CHUNK = 1024 * 1024  # files and artifacts are streamed in 1 MiB pieces, so memory stays flat
 
+# In every 503 the registry answers when its own database or artifact store is down (server/outages.py).
+OUTAGE = "cannot be reached right now"
 MISSING_KEY = "no API key: pass --api-key or set HOKUSAI_API_KEY (or MLFLOW_TRACKING_TOKEN)"
 MISSING_URL = "no registry URL: pass --url or set MLFLOW_TRACKING_URI"
 

@@ -61,3 +61,11 @@ def test_disabled_artifact_serving_is_permanent_other_503s_are_transient() -> No
     assert not transient(503, json.dumps({"detail": "Artifact serving is disabled. Run ..."}))
     assert transient(503, body("TEMPORARILY_UNAVAILABLE", "key service down"))
     assert transient(429, "") and transient(504, "") and not transient(500, "") and not transient(401, "")
+
+
+def test_a_database_outage_is_named_as_one_not_as_the_key_service() -> None:
+    from hokusai_registry.server import outages
+
+    error = refusal("run", 503, body("TEMPORARILY_UNAVAILABLE", outages.message("database")), path=CREATE)
+    assert type(error) is errors.ServerUnavailable
+    assert "F15" in str(error) and "F6" not in str(error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 
 from hokusai_registry.register import errors
+from hokusai_registry.server import outages
 from hokusai_registry.verify import diagnose
 from hokusai_registry.verify.diagnose import CATALOGUE, response
 
@@ -22,7 +24,7 @@ def code(found: diagnose.Diagnosis | None) -> str | None:
 
 
 def test_catalogue_is_complete() -> None:
-    assert sorted(CATALOGUE, key=lambda c: int(c[1:])) == [f"F{i}" for i in range(1, 15)]
+    assert sorted(CATALOGUE, key=lambda c: int(c[1:])) == [f"F{i}" for i in range(1, 16)]
     assert all(cause and fix for cause, fix in CATALOGUE.values())
 
 
@@ -38,6 +40,13 @@ def test_catalogue_is_complete() -> None:
         (403, '{"error_code": "PERMISSION_DENIED"}', {}, "artifact", "F2"),
         (401, '{"error_code": "UNAUTHENTICATED"}', {}, "tracking", "F5"),
         (503, '{"error_code": "TEMPORARILY_UNAVAILABLE"}', {"Retry-After": "5"}, "tracking", "F6"),
+        (
+            503,
+            json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": outages.message("database")}),
+            {"Retry-After": "5"},
+            "tracking",
+            "F15",
+        ),
         (503, "", {"retry-after": "5"}, "tracking", "F6"),
         (403, "Invalid Host header - possible DNS rebinding attack detected", {}, "tracking", "F7"),
         (403, "Invalid Host header - possible DNS rebinding attack detected", {}, "artifact", "F7"),

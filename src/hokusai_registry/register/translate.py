@@ -6,7 +6,7 @@ Pure: the status, the body and whether it was an artifact route decide; the fail
 
 from __future__ import annotations
 
-from hokusai_registry.client import error_body
+from hokusai_registry.client import OUTAGE, error_body
 from hokusai_registry.register.errors import (
     ArtifactServingDisabled,
     KeyServiceUnavailable,
@@ -76,6 +76,13 @@ def refusal(
             f"a proxy or load balancer in front of the registry refused the request body ({said}).",
             "The operator must raise its body size limit (e.g. nginx client_max_body_size) above the "
             "largest model file (F9).",
+        )
+    if status == 503 and OUTAGE in message:
+        return make(
+            ServerUnavailable,
+            f"the registry's database or artifact store is down ({said}; {tried}): {message[:200]}",
+            "The registry recovers by itself once it is back (F15): try again later and tell the operator "
+            "if it persists.",
         )
     if status == 503 and code == "TEMPORARILY_UNAVAILABLE":
         return make(

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar, Token
 from typing import Any, Literal
 
+from hokusai_registry.client import OUTAGE
 from hokusai_registry.server import mlflow_adapter
 from hokusai_registry.server.credentials import Refusal
 
@@ -158,7 +159,7 @@ def message(what: Dependency, exc: BaseException | None = None) -> str:
     hold the SQL, its parameters, host names)."""
     kind = f" ({type(culprit(exc)).__name__})" if exc is not None else ""
     return (
-        f"the registry's {what} cannot be reached right now{kind}; the request was not completed: "
+        f"the registry's {what} {OUTAGE}{kind}; the request was not completed: "
         f"try again in {RETRY_AFTER_SECONDS} s"
     )
 

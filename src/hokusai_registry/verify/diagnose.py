@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from hokusai_registry.client import error_body
+from hokusai_registry.client import OUTAGE, error_body
 
 Route = Literal["health", "tracking", "artifact"]
 
@@ -97,6 +97,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "check the server log for scan errors and that its workers are running; "
         "`hokusai-registry scan show NAME VERSION` shows the scan's state",
     ),
+    "F15": (
+        "the registry's own database or artifact store cannot be reached, so requests that need it get 503",
+        "restore PostgreSQL or S3 (the message says which); the tasks recover by themselves, no restart",
+    ),
 }
 SCAN_REJECTED_FIX = (
     "read the findings (`hokusai-registry scan show NAME VERSION`) and the server log: a plain scikit-learn "
@@ -157,6 +161,8 @@ def response(
         return entry("F7", body.strip()[:120])
     if status == 503 and "artifact serving is disabled" in lower:
         return entry("F1", "503 Artifact serving is disabled")
+    if status == 503 and OUTAGE in lower:
+        return entry("F15", f"503: {error_body(body).message[:160]}")
     if status == 503 and ("retry-after" in headers or code == "TEMPORARILY_UNAVAILABLE"):
         return entry("F6", f"503 with Retry-After {headers.get('retry-after', '-')}")
     if status in (413, 504) and route == "artifact":
