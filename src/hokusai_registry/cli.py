@@ -265,7 +265,7 @@ def keys_create(
         str | None,
         typer.Option(help="Name of the key, unique per user [required with --url; default: its id]"),
     ] = None,
-    scope: Annotated[str, typer.Option(help="read, write or admin")] = "write",
+    scope: Annotated[str, typer.Option(help="read, write, admin or metrics (GET /metrics only)")] = "write",
     expires_in_days: Annotated[float | None, typer.Option(help="Expire after N days")] = None,
     url: KeysUrl = None,
     data_dir: DataDir = None,
