@@ -332,3 +332,20 @@ def test_a_version_made_from_one_file_scans_that_file(world: World) -> None:
     store = RegistryStore(world.store, world.service(), Quarantine(world.engine))
     world.store.create_registered_model("single")
     assert store.create_model_version(name="single", source=f"{source}/notes.txt").status == "READY"
+
+
+def test_a_sweep_while_the_database_is_away_logs_one_line_and_no_traceback(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = world.service()
+
+    def database_down() -> int:
+        service._stop.set()  # one round only
+        raise sa.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    service.sweep_once = database_down  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="hokusai_registry.server.scan_service"):
+        service._sweep_forever(0.001)
+    (line,) = [r for r in caplog.records if r.name == "hokusai_registry.server.scan_service"]
+    assert line.levelname == "WARNING" and "database unreachable" in line.getMessage()
+    assert line.exc_info is None

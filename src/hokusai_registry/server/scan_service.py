@@ -33,7 +33,7 @@ from mlflow.prompt.constants import IS_PROMPT_TAG_KEY
 from hokusai_registry.scanning.engine import scan_files
 from hokusai_registry.scanning.report import Finding, ScanReport, Verdict
 from hokusai_registry.scanning.sources import ModelFiles, artifact_prefix
-from hokusai_registry.server import scan_store
+from hokusai_registry.server import outages, scan_store
 from hokusai_registry.server.metrics import SCANS
 from hokusai_registry.server.mlflow_adapter import NewModelVersion
 from hokusai_registry.server.scan_store import ScanRecord, VersionKey
@@ -286,5 +286,9 @@ class ScanService:
         while not self._stop.wait(interval):
             try:
                 self.sweep_once()
-            except Exception:  # the database is away: try again next interval
-                log.exception("scan sweep failed")
+            except Exception as error:
+                what = outages.dependency(error)
+                if what is None:
+                    log.exception("scan sweep failed")
+                else:  # the database is away: one line, not a traceback per worker; try again next interval
+                    log.warning("scan sweep skipped: %s unreachable (%s)", what, outages.describe(error))
