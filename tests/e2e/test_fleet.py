@@ -234,6 +234,16 @@ def fresh_status(url: str, key: str, path: str = f"{API}/registered-models/searc
 # --- create, then use at once, on another replica ----------------------------------------------------------
 
 
+def assert_outage_answered(answers: list[Any], recovered: dict[Any, float]) -> None:
+    """Every answer during the outage was a 503 with Retry-After, none hung, and all recovered in 15 s."""
+    wrong = sorted(
+        {(a.probe, a.status, a.error_code, a.message) for a in answers if not a.is_503_with_retry_after}
+    )
+    assert not wrong, wrong
+    assert max(a.seconds for a in answers) < TIMEOUT
+    assert max(recovered.values()) <= 15, recovered
+
+
 def test_a_model_created_on_one_replica_takes_a_version_on_the_other_at_once(
     whole: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -731,12 +741,7 @@ def test_postgres_away_for_10_s_is_a_503_with_retry_after_and_the_fleet_recovers
         f"stock client started 1 s in: {'failed ' + repr(stock.error)[:200] if stock.error else 'succeeded'} "
         f"after {stock.seconds:.1f} s; urllib3 retries (s, status, error): {retries}"
     )
-    wrong = sorted(
-        {(a.probe, a.status, a.error_code, a.message) for a in answers if not a.is_503_with_retry_after}
-    )
-    assert not wrong, wrong
-    assert max(a.seconds for a in answers) < TIMEOUT
-    assert max(recovered.values()) <= 15, recovered
+    assert_outage_answered(answers, recovered)
     assert stock.error is None and not stock.is_alive(), stock.error
 
 
@@ -796,12 +801,7 @@ def test_s3_away_is_a_503_with_retry_after_leaves_no_partial_object_and_recovers
         f"{served_mid_upload.status_code}\n"
         f"S3 stopped mid-download: {download.status_code} {download.text[:120]}"
     )
-    wrong = sorted(
-        {(a.probe, a.status, a.error_code, a.message) for a in answers if not a.is_503_with_retry_after}
-    )
-    assert not wrong, wrong
-    assert max(a.seconds for a in answers) < TIMEOUT
-    assert max(recovered.values()) <= 15, recovered
+    assert_outage_answered(answers, recovered)
     assert stopped_mid_upload.is_set() and stopped_mid_download.is_set()
     assert upload.status_code == 503 and upload.headers.get("retry-after"), upload.text
     assert stored_mid_upload == 0 and served_mid_upload.status_code != 200, (

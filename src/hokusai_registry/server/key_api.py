@@ -148,7 +148,7 @@ def target_user(actor: Principal, requested: str | None) -> str:
 
 
 def check_may_give(actor: Principal, scope: str) -> None:
-    """A write key may hand out read or write keys of its own user, never admin ones."""
+    """A write key may hand out read or write keys of its own user, never admin or metrics ones."""
     if not actor.is_admin and scope not in SCOPES_A_WRITE_KEY_GIVES:
         raise Forbidden(
             f"API key {actor.key_id} has scope {actor.scope!r}; only an admin key creates {scope!r} keys"
