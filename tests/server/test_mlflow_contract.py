@@ -384,11 +384,8 @@ def test_the_indexed_fold_is_mlflows_fold(grants: list[Grant], resource_type: st
     args: tuple[Any, ...] = ({}, grants, "NO_PERMISSIONS", auth.NO_PERMISSIONS)
     expected = RetentionGate(*args)._fold(key)
     assert mlflow_adapter.indexed_retention_gate()(*args)._fold(key) == expected
-    cached = mlflow_adapter.GrantList.indexed(grants).shared_copy()  # as the cached auth store hands them out
+    cached = mlflow_adapter.GrantList.indexed(grants)  # as the cached auth store hands them out
     assert mlflow_adapter.indexed_retention_gate()({}, cached, *args[2:])._fold(key) == expected
-    cached.append(Grant(resource_type, resource_id, "DENY"))  # changed after indexing: indexed anew
-    changed = RetentionGate({}, list(cached), *args[2:])._fold(key)
-    assert mlflow_adapter.indexed_retention_gate()({}, cached, *args[2:])._fold(key) == changed
 
 
 @settings(max_examples=300, deadline=None)
@@ -423,6 +420,112 @@ def test_the_gate_is_built_from_the_module_global_and_folds_with_matches() -> No
     assert "fold_grants_for_key(self._grants, key)" in inspect.getsource(auth.RetentionGate._fold)
     assert matches("*", "registered_model", "m") and matches("m", "registered_model", "m")
     assert not matches("m", "registered_model", "n") and not matches("m*", "registered_model", "mm")
+
+
+# MLflow 3.17.2's source of the three grant readers mlflow_adapter.GRANT_READERS replaces: a change to
+# any of them means re-reading it and making ours the same code again.
+AUDITED_GRANT_READERS_SHA256 = {
+    "resolve_permissions": "89b4cbe233367e84f393b01f710c69faf5393aa995b183af71843cde78f70c38",
+    "retention_gate": "4e1446fc3bd1b3e850ab19b19a8f983a8dcf68249ea9baea14a9aaf60dccca94",
+    "_role_grant_for_resource": "933b3fe89ed5da43cc899e3c61541d8b534524a991899799dfc767ded2ecebff",
+}
+
+
+def mlflows(name: str) -> Any:
+    current = getattr(auth, name)
+    return getattr(current, "__wrapped__", current)
+
+
+def test_the_grant_readers_replaced_are_the_ones_audited() -> None:
+    assert set(mlflow_adapter.GRANT_READERS) == set(AUDITED_GRANT_READERS_SHA256)
+    for name, digest in AUDITED_GRANT_READERS_SHA256.items():
+        source = inspect.getsource(mlflows(name))
+        assert hashlib.sha256(source.encode()).hexdigest() == digest, f"MLflow's {name} changed: re-read it"
+
+
+def test_installing_the_grant_readers_twice_keeps_mlflows_originals(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [*mlflow_adapter.GRANT_READERS, "RetentionGate"]:
+        monkeypatch.setattr(auth, name, getattr(auth, name))
+    originals = {name: mlflows(name) for name in mlflow_adapter.GRANT_READERS}
+    for _ in range(2):
+        mlflow_adapter.index_grant_folds()
+    for name, ours in mlflow_adapter.GRANT_READERS.items():
+        assert getattr(auth, name) is ours and mlflows(name) is originals[name]
+
+
+@dataclass
+class OneUserStore:
+    """An auth store with one user whose grants are ``grants``; ``cached``: as our cache hands them out."""
+
+    grants: list[Grant]
+    cached: bool
+
+    def get_user(self, username: str) -> Any:
+        return auth.User(7, username, "", False)
+
+    def list_grants(self, user_id: int, workspace: str, resource_types: Any) -> list[Any]:
+        found = [grant for grant in self.grants if grant.resource_type in resource_types]
+        return mlflow_adapter.GrantList.indexed(found) if self.cached else found
+
+
+KEYS = st.lists(st.tuples(st.sampled_from(GRANT_TYPES), st.sampled_from(IDS)), min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    grants=GRANTS,
+    keys=KEYS,
+    default=st.sampled_from(["NO_PERMISSIONS", "READ", "EDIT"]),
+    action=st.sampled_from(["read", "update", "delete", "manage"]),
+)
+def test_the_grant_readers_decide_what_mlflows_decide(
+    grants: list[Grant], keys: list[tuple[str, str]], default: str, action: str
+) -> None:
+    """Differential: MLflow's three grant readers over a plain list, ours over the cached, indexed list."""
+    from mlflow.server.auth.permissions import GrantLoadKey
+    from mlflow.server.auth.requirements import Requirement
+
+    load_keys = [GrantLoadKey(t, i) for t, i in keys]
+    types = sorted({t for t, _ in keys})
+    templates = [Requirement(t, "*", action, fallback_if_no_grant=(("workspace", "*"),)) for t in types]
+    config = auth.auth_config._replace(default_permission=default)
+    original_store, original_config = auth.store, auth.auth_config
+    try:
+        auth.auth_config = config
+        answers = []
+        for store, readers in (
+            (
+                OneUserStore(grants, cached=False),
+                {name: mlflows(name) for name in mlflow_adapter.GRANT_READERS},
+            ),
+            (OneUserStore(grants, cached=True), mlflow_adapter.GRANT_READERS),
+        ):
+            auth.store = store
+            gate = readers["retention_gate"]("u", ("workspace", "*"), templates)
+            answers.append(
+                (
+                    readers["resolve_permissions"]("u", "default", load_keys),
+                    [readers["_role_grant_for_resource"](7, t, i, "default") for t, i in keys],
+                    [gate.retains(t, i) for t, i in keys],
+                    gate._always,
+                )
+            )
+    finally:
+        auth.store, auth.auth_config = original_store, original_config
+    assert answers[0] == answers[1]
+
+
+def test_a_cached_grant_list_cannot_be_changed() -> None:
+    grants = mlflow_adapter.GrantList.indexed([Grant("experiment", "1", "READ")])
+    for change in (
+        lambda: grants.append(Grant("experiment", "2", "MANAGE")),
+        lambda: grants.__setitem__(0, Grant("experiment", "1", "MANAGE")),
+        lambda: grants.sort(),
+        lambda: grants.clear(),
+    ):
+        with pytest.raises(TypeError, match="shared"):
+            change()
+    assert grants == [Grant("experiment", "1", "READ")] and list(grants) == grants
 
 
 def test_search_methods_take_the_keywords_the_scoping_passes() -> None:
@@ -603,3 +706,157 @@ def test_a_translated_file_download_error_keeps_its_code_through_mlflows_fold(
     assert "artifact store" in translated.value.message
     monkeypatch.delenv(ARTIFACTS_DESTINATION_ENV_VAR)
     assert mlflow_adapter.translate_download_errors(outages.as_unavailable) is None
+
+
+# --- 12. the auth app's reads of runs, logged models and registered models ----------------------------------
+
+# Where MLflow's auth app reads these entities, and what it reads of them: each was checked by hand to
+# use ``experiment_id`` (run: ``info.experiment_id``), ``_is_prompt()`` or ``workspace`` and nothing else.
+# A new call site has to be checked the same way before it is added here.
+AUTH_ENTITY_READS = {
+    "get_run": {
+        "_graphql_get_permission_for_run",
+        "_run_requirement",
+        "validate_can_read_metric_history_bulk",
+    },
+    "get_logged_model": {"_authorize_logged_model_id", "_validate_can_update_run_and_models"},
+    "get_registered_model": {
+        "<module>",  # the workspace fetchers' table: reads .workspace
+        "_get_permission_from_model_version",
+        "_get_permission_from_prompt_name",
+        "_get_registered_model_or_prompt_permission",
+        "_get_registered_model_permission",
+        "_graphql_get_permission_for_model",
+        "_registered_model_or_prompt_target",
+        "_request_targets_prompt",
+    },
+}
+
+
+def entity_reads(tree: ast.Module) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+
+    def visit(node: ast.AST, where: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) else where
+            if isinstance(child, ast.Attribute) and child.attr in AUTH_ENTITY_READS:
+                found.setdefault(child.attr, set()).add(where)
+            visit(child, inner)
+
+    visit(tree, "<module>")
+    return found
+
+
+def test_the_auth_app_reads_entities_only_where_it_was_audited() -> None:
+    tree = ast.parse(Path(auth.__file__).read_text())
+    assert entity_reads(tree) == AUTH_ENTITY_READS
+    imported = {
+        alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module == "mlflow.server.handlers"
+        for alias in node.names
+    }
+    assert {"_get_tracking_store", "_get_model_registry_store"} <= imported
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistrySqlStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingSqlStore
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = TrackingSqlStore(uri, str(tmp_path / "artifacts"))
+    registry = RegistrySqlStore(uri)
+    yield tracking, registry
+    tracking.engine.dispose()
+    registry.engine.dispose()
+
+
+def error_code(read: Any, *args: Any) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        read(*args)
+    except MlflowException as e:
+        return e.error_code
+    return None
+
+
+def test_row_lookups_find_what_mlflows_full_reads_find(stores: tuple[Any, Any]) -> None:
+    """Differential: the same experiment, artifact location, prompt flag and workspace as MLflow's own
+    ``get_run``, ``get_logged_model`` and ``get_registered_model``, and the same error where those fail."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities.model_registry import ModelVersionTag, RegisteredModelTag
+
+    tracking, registry = stores
+    experiments = [tracking.create_experiment(f"e{i}") for i in range(2)]
+    runs = []
+    for i, experiment in enumerate(experiments * 2):
+        run = tracking.create_run(experiment, "u", 0, [RunTag("mlflow.runName", f"r{i}")], None)
+        tracking.log_batch(run.info.run_id, [Metric("m", 1.0, 0, 0)], [Param("p", "v")], [RunTag("t", "v")])
+        runs.append(run.info.run_id)
+    tracking.delete_run(runs[-1])
+    models = [tracking.create_logged_model(e, name=f"lm{e}").model_id for e in experiments]
+    tracking.set_logged_model_tags(models[0], [])
+    tracking.delete_logged_model(models[-1])
+    registry.create_registered_model("plain", [RegisteredModelTag("k", "v")])
+    registry.create_registered_model("prompt", [RegisteredModelTag("mlflow.prompt.is_prompt", "true")])
+    registry.create_registered_model("versions")
+    for _ in range(3):
+        registry.create_model_version("versions", "mlflow-artifacts:/x", tags=[ModelVersionTag("a", "b")])
+
+    for run_id in [*runs, "0" * 32, ""]:
+        full = error_code(tracking.get_run, run_id)
+        assert error_code(mlflow_adapter.run_row, tracking, run_id) == full
+        if full is None:
+            row, run = mlflow_adapter.run_row(tracking, run_id), tracking.get_run(run_id)
+            assert (row.info.experiment_id, row.info.artifact_uri) == (
+                run.info.experiment_id,
+                run.info.artifact_uri,
+            )
+    for model_id in [*models, "m-missing"]:
+        for allow_deleted in (False, True):
+            full = error_code(tracking.get_logged_model, model_id, allow_deleted)
+            assert error_code(mlflow_adapter.logged_model_row, tracking, model_id, allow_deleted) == full
+            if full is None:
+                row = mlflow_adapter.logged_model_row(tracking, model_id, allow_deleted)
+                assert row.experiment_id == tracking.get_logged_model(model_id, allow_deleted).experiment_id
+    for name in ["plain", "prompt", "versions", "missing", ""]:
+        full = error_code(registry.get_registered_model, name)
+        assert error_code(mlflow_adapter.registered_model_row, registry, name) == full
+        if full is None:
+            row, model = (
+                mlflow_adapter.registered_model_row(registry, name),
+                registry.get_registered_model(name),
+            )
+            assert (row.name, row._is_prompt(), row.workspace) == (
+                model.name,
+                model._is_prompt(),
+                model.workspace,
+            )
+
+
+def test_the_auth_app_gets_the_row_lookups_and_the_rest_of_each_store(
+    monkeypatch: pytest.MonkeyPatch, stores: tuple[Any, Any]
+) -> None:
+    tracking, registry = stores
+    monkeypatch.setattr(auth, "_get_tracking_store", auth._get_tracking_store)
+    monkeypatch.setattr(auth, "_get_model_registry_store", auth._get_model_registry_store)
+    monkeypatch.setattr(handlers, "_tracking_store", tracking)
+    monkeypatch.setattr(handlers, "_model_registry_store", registry)
+    share = [False]
+    mlflow_adapter.install_auth_row_lookups(lambda: share[0])
+    registry.create_registered_model("m")
+    registry.create_model_version("m", "mlflow-artifacts:/x")
+
+    experiment = tracking.create_experiment("e")
+    run_id = tracking.create_run(experiment, "u", 0, [], None).info.run_id
+    from mlflow.entities import Param
+
+    tracking.log_batch(run_id, [], [Param("p", "v")], [])
+    assert auth._get_tracking_store().get_run(run_id).data.params == {}  # the row: data never read
+    assert auth._get_tracking_store().get_experiment(experiment).name == "e"  # the rest: the store's
+    assert not auth._get_model_registry_store().get_registered_model("m").latest_versions  # row and tags
+    share[0] = True  # a read-only request: the full read, which the handler then reuses
+    assert len(auth._get_model_registry_store().get_registered_model("m").latest_versions) == 1
+    assert auth._get_model_registry_store().search_registered_models().to_list()[0].name == "m"

@@ -66,6 +66,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
     asgi_app = mlflow_auth.create_app(app or mlflow_flask_app)
     scans, quarantine = install_scanning(settings)
     registry_store.install(scans, quarantine)
+    mlflow_adapter.install_auth_row_lookups(registry_store.in_read_only_request)
     scoped_search.install()
     mlflow_adapter.index_grant_folds()
     if not isinstance(asgi_app, FastAPI):

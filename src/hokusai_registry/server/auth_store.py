@@ -97,7 +97,7 @@ class CachedAuthStore(Delegating):
         return user
 
     def list_grants(self, user_id: int, workspace: str, resource_types: Collection[str]) -> list[Any]:
-        """A fresh list each call, carrying the index its cache entry built once (mlflow_adapter)."""
+        """The cache entry itself, read-only, with the index it built once (mlflow_adapter.GrantList)."""
         key = ("grants", user_id, workspace, frozenset(resource_types))
         owner = self._name_of.get(user_id)
         entry: GrantList = self._cached(
@@ -105,7 +105,7 @@ class CachedAuthStore(Delegating):
             owner,
             lambda: GrantList.indexed(self.wrapped.list_grants(user_id, workspace, resource_types)),
         )
-        return entry.shared_copy()
+        return entry
 
     def _cached(self, key: Key, username: str | None, load: Callable[[], Any]) -> Any:
         self._sync_epochs()

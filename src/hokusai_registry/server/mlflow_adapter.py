@@ -28,7 +28,10 @@ What we rely on (MLflow 3.17):
 7. ``retention_gate`` builds the module global ``RetentionGate``, whose ``_fold(key)`` folds every grant
    the caller holds (``fold_grants_for_key``), once per row of a listing; a grant can only match a key
    of its own type with its own id or ``*`` (``permissions.matches``), so folding just those grants,
-   in their original order, gives the same answer (:func:`index_grant_folds`).
+   in their original order, gives the same answer. The auth app reads a caller's grants in three module
+   functions called through their globals (``resolve_permissions``, ``retention_gate``,
+   ``_role_grant_for_resource``), each of which also scans every grant for a workspace-admin one;
+   ours are the same code with both scans indexed, their MLflow source pinned (:func:`index_grant_folds`).
 8. A model version is one row of the ORM class ``SqlModelVersion`` (table ``model_versions``), inserted
    only by the SQL registry store's ``create_model_version`` (``copy_model_version`` calls it), with its
    ``status`` (default ``READY``), ``status_message`` (500 characters) and ``storage_location`` set on
@@ -49,6 +52,15 @@ What we rely on (MLflow 3.17):
     an error code only when every failure was an ``MlflowException`` with one code (else
     ``INTERNAL_ERROR``, a 500): a botocore connection error there loses its type
     (:func:`translate_download_errors`).
+12. MLflow's auth app gets the tracking store through its own module global ``_get_tracking_store``
+    (imported from the handlers), and reads a run or logged model fetched through it for nothing but
+    ``experiment_id`` (a run's ``info.experiment_id``): the call sites are listed in the contract test.
+    ``SqlAlchemyStore._get_run(session, run_id)`` and ``_get_query(session, SqlLoggedModel)`` find the row
+    as ``get_run`` and ``get_logged_model`` do (workspace scoping included) before those load the row's
+    tags, params, metrics, inputs and outputs. Likewise its ``_get_model_registry_store`` global, whose
+    registered models it reads for ``_is_prompt()`` (the tags) and ``workspace`` only;
+    ``_get_registered_model(session, name)`` finds the row as ``get_registered_model`` does before that
+    loads every version of the model (:func:`install_auth_row_lookups`).
 """
 
 from __future__ import annotations
@@ -66,6 +78,7 @@ __all__ = [
     "ADMIN_BOOTSTRAPPED_ENV",
     "AUTH_STORE_READS",
     "AUTH_STORE_WRITES",
+    "GRANT_READERS",
     "USER_SCOPED_WRITES",
     "Delegating",
     "GrantList",
@@ -76,23 +89,29 @@ __all__ = [
     "find_after_request_handler",
     "find_permission_middleware",
     "find_validator",
+    "fold_indexed",
     "grant_patterns",
     "guard_artifact_repository",
+    "has_workspace_admin",
     "index_grant_folds",
     "index_grants",
     "indexed_retention_gate",
+    "install_auth_row_lookups",
     "install_auth_store",
     "install_registry_store",
     "intercept_search",
     "is_artifact_transfer",
     "is_auth_store_write",
+    "logged_model_row",
     "matches_native_route",
     "mount_before_flask",
     "native_routes",
     "on_model_version_insert",
     "read_predicate",
+    "registered_model_row",
     "registry_engine",
     "run_artifact_location",
+    "run_row",
     "set_model_version_outcome",
     "translate_download_errors",
     "use_authorization_function",
@@ -249,6 +268,132 @@ def install_registry_store(wrap: Callable[[Any], W]) -> W:
 
     handlers._model_registry_store = wrapped = wrap(_original(handlers._get_model_registry_store()))
     return wrapped
+
+
+class _TrackingRows:
+    """The tracking store as MLflow's auth app sees it: a run or logged model is one row, without the tags,
+    params, metrics, inputs and outputs the auth app never reads (a run's full read is about seven
+    queries, and the handler then reads it again)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from mlflow.server import handlers
+
+        return getattr(handlers._get_tracking_store(), name)
+
+    def get_run(self, run_id: str) -> Any:
+        from mlflow.server import handlers
+
+        return run_row(handlers._get_tracking_store(), run_id)
+
+    def get_logged_model(self, model_id: str, allow_deleted: bool = False) -> Any:
+        from mlflow.server import handlers
+
+        return logged_model_row(handlers._get_tracking_store(), model_id, allow_deleted)
+
+
+class _RegistryRows:
+    """The registry store as MLflow's auth app sees it: a registered model is its row and tags (whether
+    it is a prompt, its workspace), not every version MLflow's full read loads, unless ``share_full``
+    says the handler will reuse the full read (the registry store's request memo)."""
+
+    def __init__(self, share_full: Callable[[], bool]) -> None:
+        self.share_full = share_full
+
+    def __getattr__(self, name: str) -> Any:
+        from mlflow.server import handlers
+
+        return getattr(handlers._get_model_registry_store(), name)
+
+    def get_registered_model(self, name: str) -> Any:
+        from mlflow.server import handlers
+
+        store = handlers._get_model_registry_store()
+        return store.get_registered_model(name) if self.share_full() else registered_model_row(store, name)
+
+
+def run_row(store: Any, run_id: str) -> Any:
+    """``store.get_run(run_id)`` with its info only (empty data); the same error for a missing run."""
+    from mlflow.entities import Run, RunData, RunInfo
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = _original(store)
+    if not isinstance(store, SqlAlchemyStore):
+        return store.get_run(run_id)
+    with store.ManagedSessionMaker() as session:
+        row = store._get_run(session, run_id)
+        info = RunInfo(
+            run_id=row.run_uuid,
+            run_name=row.name,
+            experiment_id=str(row.experiment_id),
+            user_id=row.user_id,
+            status=row.status,
+            start_time=row.start_time,
+            end_time=row.end_time,
+            lifecycle_stage=row.lifecycle_stage,
+            artifact_uri=row.artifact_uri,
+        )
+    return Run(run_info=info, run_data=RunData())
+
+
+def logged_model_row(store: Any, model_id: str, allow_deleted: bool = False) -> Any:
+    """``store.get_logged_model(model_id)`` without its tags, params and metrics; the same errors."""
+    from mlflow.entities import LifecycleStage, LoggedModel, LoggedModelStatus
+    from mlflow.store.tracking.dbmodels.models import SqlLoggedModel
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = _original(store)
+    if not isinstance(store, SqlAlchemyStore):
+        return store.get_logged_model(model_id, allow_deleted)
+    with store.ManagedSessionMaker() as session:
+        query = store._get_query(session, SqlLoggedModel).filter(SqlLoggedModel.model_id == model_id)
+        if not allow_deleted:
+            query = query.filter(SqlLoggedModel.lifecycle_stage != LifecycleStage.DELETED)
+        row = query.first()
+        if row is None:
+            store._raise_model_not_found(model_id)
+        return LoggedModel(
+            model_id=row.model_id,
+            experiment_id=str(row.experiment_id),
+            name=row.name,
+            artifact_location=row.artifact_location,
+            creation_timestamp=row.creation_timestamp_ms,
+            last_updated_timestamp=row.last_updated_timestamp_ms,
+            status=LoggedModelStatus.from_int(row.status),
+            model_type=row.model_type,
+            source_run_id=row.source_run_id,
+            status_message=row.status_message,
+        )
+
+
+def registered_model_row(store: Any, name: str) -> Any:
+    """``store.get_registered_model(name)`` with its tags only (no versions, no aliases); the same errors."""
+    from mlflow.entities.model_registry import RegisteredModel
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+    store = _original(store)
+    if not isinstance(store, SqlAlchemyStore):
+        return store.get_registered_model(name)
+    with store.ManagedSessionMaker() as session:
+        row = store._get_registered_model(session, name)
+        return RegisteredModel(
+            row.name,
+            row.creation_time,
+            row.last_updated_time,
+            row.description,
+            tags=[tag.to_mlflow_entity() for tag in row.registered_model_tags],
+            workspace=row.workspace,
+        )
+
+
+def install_auth_row_lookups(share_full_registry_read: Callable[[], bool]) -> None:
+    """Make MLflow's auth app read the one row it decides on: a run's or logged model's experiment, a
+    registered model's tags and workspace. ``share_full_registry_read()`` True: the full registered-model
+    read instead, which the handler of the same request reuses."""
+    from mlflow.server import auth
+
+    tracking, registry = _TrackingRows(), _RegistryRows(share_full_registry_read)
+    auth._get_tracking_store = lambda: tracking
+    auth._get_model_registry_store = lambda: registry
 
 
 # The parameters of the repository methods guarded, in order (the contract test pins them).
@@ -460,23 +605,26 @@ def grant_patterns(username: str, resource_types: frozenset[str]) -> Iterator[tu
 
 
 class GrantList(list[Any]):
-    """What the cached auth store's ``list_grants`` returns: a fresh list (a caller may change it)
-    that carries the index of its cache entry, built once per entry instead of once per gate."""
+    """What the cached auth store's ``list_grants`` returns: its cache entry itself, read-only (a change
+    raises ``TypeError``: MLflow 3.17 changes none), indexed once per entry instead of once per check."""
 
     grant_index: dict[tuple[str, str], list[tuple[int, Any]]] | None = None
-    indexed_size = -1  # how many grants the index holds: a list changed since is indexed anew
+    workspace_admin = False  # a workspace-admin grant is among them (MLflow: MANAGE on everything)
 
     @classmethod
     def indexed(cls, grants: list[Any]) -> GrantList:
+        from mlflow.server.auth.requirements import is_workspace_admin_grant
+
         made = cls(grants)
-        made.grant_index, made.indexed_size = index_grants(made), len(made)
+        made.grant_index = index_grants(made)
+        made.workspace_admin = any(is_workspace_admin_grant(grant) for grant in made)
         return made
 
-    def shared_copy(self) -> GrantList:
-        """A new list of the same grants, sharing this one's index."""
-        made = GrantList(self)
-        made.grant_index, made.indexed_size = self.grant_index, self.indexed_size
-        return made
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a cached grant list is shared by every check of its user: copy it to change it")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _read_only
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
 
 
 def index_grants(grants: list[Any]) -> dict[tuple[str, str], list[tuple[int, Any]]]:
@@ -487,42 +635,125 @@ def index_grants(grants: list[Any]) -> dict[tuple[str, str], list[tuple[int, Any
     return index
 
 
+def _index_of(grants: Any) -> dict[tuple[str, str], list[tuple[int, Any]]]:
+    index = getattr(grants, "grant_index", None)
+    return index if index is not None else index_grants(list(grants))  # not from the cache
+
+
+def fold_indexed(index: dict[tuple[str, str], list[tuple[int, Any]]], key: Any) -> Any:
+    """MLflow's ``fold_grants_for_key(grants, key)``, reading only the grants that can match ``key``: its
+    exact ones and its type's ``*`` ones, in the order MLflow would meet them."""
+    from mlflow.server.auth.requirements import fold_grants_for_key
+
+    relevant = index.get((key.resource_type, key.resource_id), [])
+    if key.resource_id != "*":
+        relevant = sorted(relevant + index.get((key.resource_type, "*"), []), key=lambda pair: pair[0])
+    return fold_grants_for_key([grant for _, grant in relevant], key)
+
+
+def has_workspace_admin(grants: Any) -> bool:
+    """``any(is_workspace_admin_grant(g) for g in grants)``, decided once per cache entry."""
+    from mlflow.server.auth.requirements import is_workspace_admin_grant
+
+    if isinstance(grants, GrantList):
+        return grants.workspace_admin
+    return any(is_workspace_admin_grant(grant) for grant in grants)
+
+
 @functools.cache
 def indexed_retention_gate() -> type:
     """MLflow's ``RetentionGate`` whose fold reads only the grants that can match the key.
 
     MLflow folds all of a caller's grants for each key, so a search filter costs rows x grants: an
-    owner of 10,000 models waits 0.4 s for a page of 100. This gate indexes the grants once by
-    (type, pattern); a key's fold then reads its exact grants and its type's ``*`` grants, in the
-    order MLflow would have met them (the order only matters between equal permissions).
+    owner of 10,000 models waits 0.4 s for a page of 100. This gate uses the grants' index (built once
+    per cache entry), so a key's fold reads its exact grants and its type's ``*`` grants, in the order
+    MLflow would have met them (the order only matters between equal permissions).
     """
     from mlflow.server.auth import RetentionGate
-    from mlflow.server.auth.requirements import fold_grants_for_key
 
     class IndexedRetentionGate(RetentionGate):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            shared = getattr(self._grants, "grant_index", None)
-            if shared is None or len(self._grants) != getattr(self._grants, "indexed_size", -1):
-                shared = index_grants(list(self._grants))  # not from the cache, or changed since
-            self._index = shared
+            self._index = _index_of(self._grants)
 
         def _fold(self, key: Any) -> Any:
             if key not in self._folded:
-                relevant = self._index.get((key.resource_type, key.resource_id), [])
-                if key.resource_id != "*":
-                    relevant = sorted(relevant + self._index.get((key.resource_type, "*"), []))
-                self._folded[key] = fold_grants_for_key([grant for _, grant in relevant], key)
+                self._folded[key] = fold_indexed(self._index, key)
             return self._folded[key]
 
     return IndexedRetentionGate
 
 
+# MLflow's three readers of a caller's grants (assumption 7), as MLflow 3.17 writes them but with
+# ``has_workspace_admin`` and ``fold_indexed`` for its two scans of every grant: for an owner of 100,000
+# models each scan is 4-30 ms, several times a request. The contract test pins MLflow's source of each
+# and compares them on generated grants.
+
+
+def _resolve_permissions(username: str, workspace_name: str, keys: Any) -> list[Any]:
+    from mlflow.server import auth
+
+    grants = auth.store.list_grants(
+        auth.store.get_user(username).id, workspace_name, {key.resource_type for key in keys}
+    )
+    if has_workspace_admin(grants):
+        return [auth.MANAGE] * len(keys)
+    index = _index_of(grants)
+    return [fold_indexed(index, key) for key in keys]
+
+
+def _retention_gate(username: str, anchor: tuple[str, str], templates: Any) -> Any:
+    from mlflow.server import auth
+
+    by_type: dict[str, Any] = {}
+    for template in templates:
+        if template.resource_type in by_type:
+            raise ValueError(
+                f"Two requirement templates for {template.resource_type!r}; retains() could not "
+                f"tell them apart"
+            )
+        by_type[template.resource_type] = template
+    default = auth.auth_config.default_permission
+    workspace_name = auth.get_anchor_workspace(*anchor)
+    if workspace_name is None:
+        return auth.RetentionGate(by_type, (), default, auth.NO_PERMISSIONS, False)
+    grants = auth.store.list_grants(
+        auth.store.get_user(username).id,
+        workspace_name,
+        {key.resource_type for key in auth.requirements_to_grant_load_keys(templates)},
+    )
+    if has_workspace_admin(grants):
+        return auth.RetentionGate(by_type, grants, default, auth.NO_PERMISSIONS, True)
+    return auth.RetentionGate(by_type, grants, default, auth._absent_permission(workspace_name))
+
+
+def _role_grant_for_resource(user_id: int, resource_type: str, resource_key: str, workspace_name: str) -> Any:
+    from mlflow.server import auth
+    from mlflow.server.auth.permissions import GrantLoadKey
+
+    grants = auth.store.list_grants(user_id, workspace_name, {resource_type})
+    if has_workspace_admin(grants):
+        return auth.MANAGE
+    return fold_indexed(_index_of(grants), GrantLoadKey(resource_type, resource_key))
+
+
+GRANT_READERS = {
+    "resolve_permissions": _resolve_permissions,
+    "retention_gate": _retention_gate,
+    "_role_grant_for_resource": _role_grant_for_resource,
+}
+
+
 def index_grant_folds() -> None:
-    """Make MLflow's permission checks and search filters fold only the grants that can match."""
+    """Make MLflow's permission checks and search filters fold only the grants that can match, and
+    learn once per cached grant list whether it holds a workspace-admin grant."""
     from mlflow.server import auth
 
     auth.RetentionGate = indexed_retention_gate()
+    for name, ours in GRANT_READERS.items():
+        current = getattr(auth, name)
+        ours.__wrapped__ = getattr(current, "__wrapped__", current)  # type: ignore[attr-defined]
+        setattr(auth, name, ours)
 
 
 # --- model versions: the scan verdict in MLflow's own status ----------------------------------------------
@@ -619,7 +850,7 @@ def run_artifact_location(runs_uri: str) -> str | None:
 
     run_id, path = RunsArtifactRepository.parse_runs_uri(runs_uri)
     try:
-        run = handlers._get_tracking_store().get_run(run_id)
+        run = run_row(handlers._get_tracking_store(), run_id)
     except MlflowException:
         return None
     root = str(run.info.artifact_uri).rstrip("/")

@@ -4,7 +4,8 @@
   loads the whole registered model only to learn whether it is a prompt and which workspace holds it,
   and then the handler loads it again: a second full read (about a quarter of a worker's time on
   ``registered-models/get``, docs/benchmarks.md). Within one read-only request both see the same
-  answer, so the first read is kept in the request state. Nothing outlives the request.
+  answer, so the first read is kept in the request state. Nothing outlives the request. In a write
+  request the auth app reads only the model's row and tags (``mlflow_adapter.install_auth_row_lookups``).
 - **Scans** (scan_service.py): a version created through any route is scanned before its
   ``create_model_version`` returns when it is small, and its reserved ``hokusai_scan_*`` tags can be
   written by nobody but the scan (set or deleted: 403 ``PERMISSION_DENIED``; sent with a new version:
@@ -25,6 +26,12 @@ from hokusai_registry.server.metrics import REGISTRATIONS
 from hokusai_registry.server.quarantine import Quarantine
 from hokusai_registry.server.scan_service import ScanService
 from hokusai_registry.server.scan_store import TAG_PREFIX
+
+
+def in_read_only_request() -> bool:
+    """Whether a registered model read now is kept for the rest of the request (see above)."""
+    state = current_request.get()
+    return state is not None and state.read_only
 
 
 def refuse_reserved(keys: list[str]) -> None:
