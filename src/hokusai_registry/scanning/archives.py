@@ -138,7 +138,7 @@ def scan_compressed(scan: Scan, path: str, stream: IO[bytes], size: int, depth: 
         kind is not Kind.ZLIB,
         None,
     )
-    with tempfile.TemporaryFile(dir=scan.scratch) as out:
+    with tempfile.TemporaryFile() as out:
         try:
             for chunk in chunks:
                 out.write(chunk)
@@ -332,7 +332,7 @@ def _crc_chunks(chunks: Iterable[bytes], crc: list[int]) -> Iterator[bytes]:
 
 def _spool(scan: Scan, chunks: Iterable[bytes]) -> IO[bytes]:
     """Copy chunks to a temporary file (deleted on close) and rewind it."""
-    out = tempfile.TemporaryFile(dir=scan.scratch)  # noqa: SIM115  # the caller closes it (and so deletes it)
+    out = tempfile.TemporaryFile()  # noqa: SIM115  # the caller closes it (and so deletes it)
     try:
         for chunk in chunks:
             out.write(chunk)

@@ -12,9 +12,9 @@ A file the scanners cannot read, or one that decompresses past ``Limits`` (state
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
-import tempfile
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
@@ -31,8 +31,10 @@ from hokusai_registry.scanning.state import READ_BYTES, Bomb, Limits, Scan
 __all__ = ["Limits", "pickle_globals", "scan_files", "scan_path", "scanner_name"]
 
 
+@functools.cache
 def scanner_name() -> str:
-    """What looked, for the report: our version and picklescan's."""
+    """What looked, for the report: our version and picklescan's (read once: a metadata look-up is
+    about 0.2 ms, on every registration)."""
     return f"hokusai-registry {_version('hokusai-registry')} (picklescan {_version('picklescan')})"
 
 
@@ -73,8 +75,8 @@ def scan_path(root: Path, limits: Limits | None = None) -> ScanReport:
 def _scan_stored(path: str, local: Path, limits: Limits) -> tuple[ScannedFile, list[Finding]]:
     sha, size, head = _hash(local)
     kind = sniff(head, whole=size <= len(head))
-    with tempfile.TemporaryDirectory(prefix="hokusai-scan-") as scratch, local.open("rb") as stream:
-        scan = Scan(limits, Path(scratch), _scan)
+    with local.open("rb") as stream:
+        scan = Scan(limits, _scan)
         try:
             kind = _scan(scan, path, stream, depth=0)
         except Bomb as exc:

@@ -1,7 +1,7 @@
 """What scanning one stored file may do, and what it has found so far.
 
 ``Limits`` bound the work a stored file can make the scanner do; ``Scan`` carries one file's findings,
-its decompression budget and its scratch directory through every scanner, and leads back to the
+and its decompression budget through every scanner, and leads back to the
 per-file dispatch (engine.py) for what a scanner finds inside: an archive member, an inflated
 stream, bytes a nested loader would open. So the scanners never import the dispatch, nor each other
 for it.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO
 
 from hokusai_registry.scanning.report import Finding, Verdict
@@ -41,13 +40,12 @@ class Bomb(Exception):
 
 @dataclass
 class Scan:
-    """The state of scanning one stored file: its findings, its decompression budget, its scratch dir.
+    """The state of scanning one stored file: its findings and its decompression budget.
 
     ``dispatch`` scans a file found inside this one (``nested``): sniff it, hand it to its kind's
     scanner."""
 
     limits: Limits
-    scratch: Path
     dispatch: Callable[[Scan, str, IO[bytes], int], object]
     findings: list[Finding] = field(default_factory=list)
     expanded: int = 0
