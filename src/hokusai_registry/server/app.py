@@ -5,10 +5,12 @@ serves our key API beside it (key_api.py), and puts five things of ours around i
 ASGI layer (middleware.py), a short cache in front of MLflow's auth store (auth_store.py), a
 request-scoped memo in front of the registry store (registry_store.py), searches scoped in the
 store query (scoped_search.py), and a cheaper seat for
-MLflow's FastAPI permission middleware (permission_gate.py). MLflow's Basic password check is
+MLflow's FastAPI permission middleware (permission_gate.py); every SQL connection has PostgreSQL plan
+each statement with its values (database.py). MLflow's Basic password check is
 replaced by our ``authorization_function`` (flask_hook.py), whatever the auth config file says.
 Every MLflow internal this needs is reached through mlflow_adapter.py, which also indexes MLflow's
-grant folds. Building the app twice in one process wraps nothing twice.
+grant folds and has its auth checks read one row, not a whole run or model. Building the app twice
+in one process wraps nothing twice.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hokusai_registry.server import (
+    database,
     flask_hook,
     logs,
     mlflow_adapter,
@@ -45,6 +48,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
     from mlflow.server import auth as mlflow_auth
 
     settings = Settings()
+    database.install()
     logs.configure(settings.log_format)
     mlflow_adapter.use_authorization_function(flask_hook.AUTHORIZATION_FUNCTION)
 
