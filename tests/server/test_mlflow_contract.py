@@ -608,6 +608,46 @@ def test_the_outcome_writes_status_message_and_tags_in_one_transaction(registry:
     assert mlflow_adapter.registry_engine is not None
 
 
+@pytest.mark.parametrize(
+    ("status", "message", "tags"),
+    [
+        ("READY", None, {"hokusai_scan_verdict": "clean", "client": "replaced"}),
+        ("FAILED_REGISTRATION", "x" * 600, {"hokusai_scan_verdict": "unsafe"}),
+    ],
+)
+def test_a_created_version_with_its_outcome_is_what_reading_it_back_returns(
+    registry: Any, status: str, message: str | None, tags: dict[str, str]
+) -> None:
+    from mlflow.entities.model_registry import ModelVersionTag
+
+    mlflow_adapter.on_model_version_insert(lambda _conn, _row: "PENDING_REGISTRATION")
+    registry.create_registered_model("m")
+    created = registry.create_model_version(
+        "m", "mlflow-artifacts:/x", run_id=None, tags=[ModelVersionTag("client", "kept?")]
+    )
+    with registry.engine.begin() as conn:
+        mlflow_adapter.set_model_version_outcome(conn, "default", "m", 1, status, message, tags)
+    answered = mlflow_adapter.with_outcome(created, status, message, tags)
+    read_back = registry.get_model_version("m", "1")
+    protos = [version.to_proto() for version in (answered, read_back)]
+    expected = sorted({"client": "kept?", **tags}.items())
+    assert [sorted((tag.key, tag.value) for tag in proto.tags) for proto in protos] == [expected] * 2
+    for proto in protos:
+        del proto.tags[:]  # in no particular order
+    assert protos[0] == protos[1]
+    assert (answered.status, answered.status_message, answered.tags) == (
+        read_back.status,
+        read_back.status_message,
+        read_back.tags,
+    )
+    assert (answered.model_id, answered.params, answered.metrics) == (
+        read_back.model_id,
+        read_back.params,
+        read_back.metrics,
+    )
+    assert created.status == "PENDING_REGISTRATION" and created.tags == {"client": "kept?"}  # not changed
+
+
 def test_the_status_message_column_holds_what_the_outcome_truncates_to() -> None:
     from mlflow.store.model_registry.dbmodels.models import SqlModelVersion
 

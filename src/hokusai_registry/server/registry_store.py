@@ -105,8 +105,9 @@ class RegistryStore(mlflow_adapter.Delegating):
         return self.wrapped.get_model_version_download_uri(name, version)
 
     def _after_create(self, created: Any) -> Any:
-        if self.scans is not None and self.scans.after_create():
-            created = self.wrapped.get_model_version(created.name, created.version)  # with its verdict
+        recorded = self.scans.after_create() if self.scans is not None else None
+        if recorded is not None:  # scanned inline: answer with its verdict
+            created = mlflow_adapter.with_outcome(created, recorded.status, recorded.message, recorded.tags)
         REGISTRATIONS.labels(registration_outcome(str(created.status))).inc()
         return created
 

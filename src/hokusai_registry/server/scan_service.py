@@ -36,7 +36,7 @@ from hokusai_registry.scanning.sources import ModelFiles, artifact_prefix
 from hokusai_registry.server import outages, scan_store
 from hokusai_registry.server.metrics import SCANS
 from hokusai_registry.server.mlflow_adapter import NewModelVersion
-from hokusai_registry.server.scan_store import ScanRecord, VersionKey
+from hokusai_registry.server.scan_store import Recorded, ScanRecord, VersionKey
 from hokusai_registry.settings import SERVED_ARTIFACT_ROOT
 
 log = logging.getLogger(__name__)
@@ -159,13 +159,14 @@ class ScanService:
     def before_create(self) -> None:
         self._inserted.key = None  # whatever an earlier, failed create on this thread left
 
-    def after_create(self) -> bool:
-        """Scan the version this thread just inserted: True if its verdict is in (scanned inline)."""
+    def after_create(self) -> Recorded | None:
+        """Scan the version this thread just inserted: what its verdict wrote to it when this request
+        recorded one (scanned inline), else None (its scan goes on in the background)."""
         key: VersionKey | None = getattr(self._inserted, "key", None)
         self._inserted.key = None
         record = scan_store.get(self.engine, key) if key is not None else None
         if record is None:
-            return False
+            return None
         try:
             files = self._files(record)
             large = (
@@ -176,9 +177,8 @@ class ScanService:
             large = True
         if large:
             self._submit(record)
-            return False
-        self._scan_claimed(record, files, background=False)
-        return True
+            return None
+        return self._scan_claimed(record, files, background=False)
 
     # --- scanning ---------------------------------------------------------------------------------
 
@@ -214,7 +214,9 @@ class ScanService:
             with self._lock:
                 self._in_flight.discard(record.key)
 
-    def _scan_claimed(self, record: ScanRecord, files: ModelFiles | None, *, background: bool) -> None:
+    def _scan_claimed(
+        self, record: ScanRecord, files: ModelFiles | None, *, background: bool
+    ) -> Recorded | None:
         key = record.key
         renewing = threading.Event()
         renewer = threading.Thread(target=self._renew, args=(key, renewing), daemon=True)
@@ -224,11 +226,13 @@ class ScanService:
         finally:
             renewing.set()
             renewer.join()
-        if scan_store.finish(self.engine, key, self.owner, report, outcome_for(report, self.policy)):
-            SCANS.labels(report.verdict.value).inc()
-            log.info("scanned %s: %s", key, report.summary())
-        else:
+        outcome = outcome_for(report, self.policy)
+        if not scan_store.finish(self.engine, key, self.owner, report, outcome):
             log.warning("scan of %s finished, but another worker recorded its verdict first", key)
+            return None
+        SCANS.labels(report.verdict.value).inc()
+        log.info("scanned %s: %s", key, report.summary())
+        return Recorded(outcome.status, outcome.message, scan_store.verdict_tags(report))
 
     def _report(self, record: ScanRecord, files: ModelFiles | None, background: bool) -> ScanReport:
         if files is None:

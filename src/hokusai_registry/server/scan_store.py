@@ -254,6 +254,15 @@ class Outcome:
     blocked: bool
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What a recorded verdict wrote to its version: its status, status message and tags."""
+
+    status: str
+    message: str | None
+    tags: dict[str, str]
+
+
 def finish(engine: sa.Engine, key: VersionKey, owner: str, report: ScanReport, outcome: Outcome) -> bool:
     """Record the verdict and set the version's status, once: False if another worker got there first."""
     with engine.begin() as conn:
