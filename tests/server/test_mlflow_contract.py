@@ -524,6 +524,29 @@ def test_the_grant_readers_decide_what_mlflows_decide(
     assert answers[0] == answers[1]
 
 
+@pytest.mark.parametrize("resource_key", [["1"], {"id": "1"}, 1, None])
+def test_a_resource_id_that_is_no_string_is_decided_as_mlflow_decides_it(resource_key: Any) -> None:
+    """A request body can carry a list or an object where an id belongs: MLflow's fold compares it
+    with each pattern (no grant matches but ``*``); ours must not hash it (a 500 instead of a 403)."""
+    grants = [Grant("experiment", "1", "MANAGE"), Grant("experiment", "*", "READ")]
+    original_store = auth.store
+    try:
+        answers = []
+        for cached, reader in (
+            (False, mlflows("_role_grant_for_resource")),
+            (True, _role_grant_for_resource()),
+        ):
+            auth.store = OneUserStore(grants, cached=cached)
+            answers.append(reader(7, "experiment", resource_key, "default"))
+    finally:
+        auth.store = original_store
+    assert answers[0] == answers[1] == auth.get_permission("READ")
+
+
+def _role_grant_for_resource() -> Any:
+    return mlflow_adapter.GRANT_READERS["_role_grant_for_resource"]
+
+
 def test_a_cached_grant_list_cannot_be_changed() -> None:
     grants = mlflow_adapter.GrantList.indexed([Grant("experiment", "1", "READ")])
     for change in (

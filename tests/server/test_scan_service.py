@@ -81,7 +81,13 @@ def test_a_small_clean_model_is_ready_in_its_create_response(world: World) -> No
     assert record is not None and record.verdict is not None and record.verdict.value == "clean"
     assert not record.blocked and record.report is not None
     assert sorted(stored.path for stored in record.report.files) == ["MLmodel", "weights.bin"]
-    assert world.store.get_model_version("clean", "1").tags["hokusai_scan_verdict"] == "clean"
+    read_back = world.store.get_model_version("clean", "1")
+    assert read_back.tags["hokusai_scan_verdict"] == "clean"
+    assert (created.status, created.status_message, created.tags) == (  # answered without a read-back
+        read_back.status,
+        read_back.status_message,
+        read_back.tags,
+    )
 
 
 def test_an_unsafe_model_fails_registration_naming_the_file_and_the_call(world: World) -> None:
@@ -156,6 +162,28 @@ def test_a_scan_whose_worker_died_is_taken_over_and_gets_one_verdict(world: Worl
     assert not scan_store.finish(world.engine, key, dead.owner, record.report, outcome)
     assert world.status("orphan")[0] == "FAILED_REGISTRATION"
     survivor.stop()
+
+
+def test_an_inline_scan_that_lost_its_lease_answers_the_verdict_recorded(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep took the scan over and recorded first: create answers that verdict, read back."""
+    service = world.service()
+    scan = service._report
+    key = VersionKey("default", "overtaken", 1)
+
+    def overtaken(record: Any, files: Any, background: bool) -> Any:
+        report = scan(record, files, background)  # clean, by this worker
+        expire_lease(world, key)
+        assert scan_store.claim(world.engine, key, "another-worker", scan_store_lease())
+        refused = scan_store.Outcome("FAILED_REGISTRATION", "another worker's verdict", blocked=True)
+        assert scan_store.finish(world.engine, key, "another-worker", report, refused)
+        return report
+
+    monkeypatch.setattr(service, "_report", overtaken)
+    created = world.create(service, "overtaken", {"MLmodel": MLMODEL})
+    assert (created.status, created.status_message) == ("FAILED_REGISTRATION", "another worker's verdict")
+    assert world.status("overtaken") == (created.status, created.status_message)
 
 
 def test_only_the_leaseholder_records_a_verdict(world: World) -> None:

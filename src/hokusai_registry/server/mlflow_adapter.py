@@ -649,6 +649,9 @@ def fold_indexed(index: dict[tuple[str, str], list[tuple[int, Any]]], key: Any) 
     exact ones and its type's ``*`` ones, in the order MLflow would meet them."""
     from mlflow.server.auth.requirements import fold_grants_for_key
 
+    if not isinstance(key.resource_id, str):  # a list or object from a request body: MLflow's fold
+        every = sorted((pair for pairs in index.values() for pair in pairs), key=lambda pair: pair[0])
+        return fold_grants_for_key([grant for _, grant in every], key)  # compares, never hashes
     relevant = index.get((key.resource_type, key.resource_id), [])
     if key.resource_id != "*":
         relevant = sorted(relevant + index.get((key.resource_type, "*"), []), key=lambda pair: pair[0])

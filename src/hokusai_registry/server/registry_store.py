@@ -24,7 +24,7 @@ from hokusai_registry.server import mlflow_adapter, scan_store
 from hokusai_registry.server.context import current_request
 from hokusai_registry.server.metrics import REGISTRATIONS
 from hokusai_registry.server.quarantine import Quarantine
-from hokusai_registry.server.scan_service import ScanService
+from hokusai_registry.server.scan_service import RECORDED_ELSEWHERE, ScanService
 from hokusai_registry.server.scan_store import TAG_PREFIX
 
 
@@ -106,7 +106,9 @@ class RegistryStore(mlflow_adapter.Delegating):
 
     def _after_create(self, created: Any) -> Any:
         recorded = self.scans.after_create() if self.scans is not None else None
-        if recorded is not None:  # scanned inline: answer with its verdict
+        if recorded == RECORDED_ELSEWHERE:
+            created = self.wrapped.get_model_version(created.name, created.version)
+        elif recorded is not None:  # scanned inline: answer with its verdict
             created = mlflow_adapter.with_outcome(created, recorded.status, recorded.message, recorded.tags)
         REGISTRATIONS.labels(registration_outcome(str(created.status))).inc()
         return created

@@ -57,6 +57,10 @@ def outcome_for(report: ScanReport, policy: Policy) -> scan_store.Outcome:
     )
 
 
+RecordedElsewhere = Literal["recorded elsewhere"]
+RECORDED_ELSEWHERE: RecordedElsewhere = "recorded elsewhere"  # read the version back for its verdict
+
+
 class ScannerProcess:
     """One ``hokusai_registry.scanning.worker`` process, started when first needed, restarted if it died."""
 
@@ -159,9 +163,10 @@ class ScanService:
     def before_create(self) -> None:
         self._inserted.key = None  # whatever an earlier, failed create on this thread left
 
-    def after_create(self) -> Recorded | None:
+    def after_create(self) -> Recorded | RecordedElsewhere | None:
         """Scan the version this thread just inserted: what its verdict wrote to it when this request
-        recorded one (scanned inline), else None (its scan goes on in the background)."""
+        recorded one (scanned inline), ``RECORDED_ELSEWHERE`` when it scanned inline but another
+        worker recorded the verdict first, else None (its scan goes on in the background)."""
         key: VersionKey | None = getattr(self._inserted, "key", None)
         self._inserted.key = None
         record = scan_store.get(self.engine, key) if key is not None else None
@@ -178,7 +183,7 @@ class ScanService:
         if large:
             self._submit(record)
             return None
-        return self._scan_claimed(record, files, background=False)
+        return self._scan_claimed(record, files, background=False) or RECORDED_ELSEWHERE
 
     # --- scanning ---------------------------------------------------------------------------------
 
