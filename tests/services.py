@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,10 +76,15 @@ class Registry:
         )
 
     def create_key(self, user: str, scope: str = "write", expires_in_days: float | None = None) -> str:
-        args = ["keys", "create", "--user", user, "--scope", scope]
-        if expires_in_days is not None:
-            args += ["--expires-in-days", str(expires_in_days)]
-        return self.cli(*args).stdout.strip()
+        """A key for ``user`` (created if new), through the key API with the admin key: the CLI's
+        own tests are in test_keys_cli.py, and a CLI process costs seconds of imports per key."""
+        body = {"name": f"test-{uuid.uuid4().hex[:12]}", "user": user, "scope": scope}
+        body |= {"expires_in_days": expires_in_days} if expires_in_days is not None else {}
+        with self.client(self.admin_key) as http:
+            response = http.post("/api/hokusai/v1/keys", json=body)
+        assert response.status_code == 201, response.text
+        key: str = response.json()["key"]
+        return key
 
     def third_party_env(self, key: str) -> dict[str, str]:
         """Only the two variables a third party is told to set (plus what any process needs to run)."""
@@ -298,6 +304,9 @@ def s3_server(bucket: str = "registry-artifacts") -> Iterator[S3Server]:
     server = S3Server(free_port())
     server.start()
     try:
+        # moto keeps every emulator's buckets in one per-process store: start empty, not with the
+        # objects an earlier test in this process left (a test's S3 would otherwise list them).
+        httpx.post(f"{server.env['AWS_ENDPOINT_URL']}/moto-api/reset", timeout=30).raise_for_status()
         s3_client(server.env).create_bucket(Bucket=bucket)
         yield server
     finally:

@@ -54,6 +54,12 @@ def refused_within(registry: Registry, key: str, seconds: float) -> float:
     return time.monotonic() - started
 
 
+def cli_key(registry: Registry, user: str, expires_in_days: float) -> str:
+    """A key made by `keys create` on the database: unnamed, so the CLI names it by its id."""
+    args = ("keys", "create", "--user", user, "--expires-in-days", str(expires_in_days))
+    return registry.cli(*args).stdout.strip()
+
+
 def create_via_url(registry: Registry, key: str, *args: str) -> dict[str, Any]:
     done = ok(keys_cli("keys", "create", "--url", registry.url, "--json", *args, key=key))
     created: dict[str, Any] = json.loads(done.stdout)
@@ -253,7 +259,7 @@ def test_url_mode_errors_are_one_line_and_usage_errors_exit_2(registry: Registry
 
 def test_verify_names_the_key_and_warns_when_it_expires_soon(registry: Registry, tmp_path: Path) -> None:
     user = unique("verify-expiring")
-    key = registry.create_key(user, expires_in_days=2)
+    key = cli_key(registry, user, expires_in_days=2)  # unnamed, as the CLI makes it
     report = tmp_path / "report.json"
     quick = ("--skip-registration", "--large-mb", "0")
     done = keys_cli(
@@ -295,7 +301,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_register_says_which_key_it_runs_as(registry: Registry, model_dir: Path) -> None:
     user = unique("registrant")
-    key = registry.create_key(user, expires_in_days=1)
+    key = cli_key(registry, user, expires_in_days=1)  # unnamed, as the CLI makes it
     name = unique("keyed-model")
     done = keys_cli(
         "register",
