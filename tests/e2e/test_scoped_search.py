@@ -5,6 +5,8 @@ tracking and auth databases as our server: every request is sent to both, ours w
 MLflow's with the same user's password, and the pages must hold the same rows in the same order. The
 data is drawn once per module (tenants, models, prompts, versions, experiments, tags, grants of every
 level, DENY, a ``*`` grant, a workspace grant); hypothesis draws the caller, filter, order and page size.
+Two worlds: one where nobody reads without a grant (most tenants scoped: each search has its own
+differential) and one where everyone may read everything (nobody scoped: one test across the searches).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import random
 import subprocess
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +80,7 @@ class Pair:
         raise AssertionError("more than 500 pages")
 
 
+@contextmanager
 def run_oracle(tmp: Path, registry: Registry, backend: str, auth_db: str, default: str) -> Iterator[str]:
     ini = tmp / "oracle.ini"
     ini.write_text(ORACLE_INI.format(default_permission=default, database_uri=auth_db.replace("%", "%%")))
@@ -154,27 +158,60 @@ def seed(pair: Pair, auth_db: str, rng: random.Random) -> None:
     bump_epoch(store.engine)  # written behind the server's back: empty its caches now
 
 
+@contextmanager
 def make_pair(tmp: Path, default: str, backend: str | None) -> Iterator[Pair]:
     args = ["--backend-store-uri", backend] if backend else []
     env = {"HOKUSAI_REGISTRY_DEFAULT_PERMISSION": default}
     with run_registry(tmp, *args, env=env) as ours:
         tracking = backend or f"sqlite:///{ours.data_dir.resolve()}/mlflow.db"
         auth_db = backend or f"sqlite:///{ours.data_dir.resolve()}/auth.db"
-        for oracle_url in run_oracle(tmp, ours, tracking, auth_db, default):
+        with run_oracle(tmp, ours, tracking, auth_db, default) as oracle_url:
             pair = Pair(ours, oracle_url)
             seed(pair, auth_db, random.Random(f"{default}-{backend is None}"))
             yield pair
 
 
-@pytest.fixture(scope="module", params=["NO_PERMISSIONS", "READ"])
-def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    yield from make_pair(tmp_path_factory.mktemp("scoped"), request.param, None)
+class Worlds:
+    """The module's server pairs, one per default permission, each started on first use."""
+
+    def __init__(self, tmp: pytest.TempPathFactory, stack: ExitStack) -> None:
+        self.tmp, self.stack, self.started = tmp, stack, dict[str, Pair]()
+
+    def get(self, default: str) -> Pair:
+        if default not in self.started:
+            pairs = make_pair(self.tmp.mktemp(f"scoped-{default.lower()}"), default, None)
+            self.started[default] = self.stack.enter_context(pairs)
+        return self.started[default]
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worlds]:
+    with ExitStack() as stack:
+        yield Worlds(tmp_path_factory, stack)
+
+
+@pytest.fixture(scope="module")
+def grants_only(worlds: Worlds) -> Pair:
+    """Nobody reads what they hold no grant on: most tenants are scoped."""
+    return worlds.get("NO_PERMISSIONS")
+
+
+@pytest.fixture(scope="module")
+def read_pair(worlds: Worlds) -> Pair:
+    """Everyone reads everything: nobody is scoped, every search is MLflow's own filter."""
+    return worlds.get("READ")
+
+
+@pytest.fixture(params=["NO_PERMISSIONS", "READ"])
+def pair(request: pytest.FixtureRequest, worlds: Worlds) -> Pair:
+    """Each of the two worlds in turn."""
+    return worlds.get(request.param)
 
 
 @pytest.fixture(scope="module")
 def pg_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    with run_postgres() as uri:
-        yield from make_pair(tmp_path_factory.mktemp("scoped-pg"), "NO_PERMISSIONS", uri)
+    with run_postgres() as uri, make_pair(tmp_path_factory.mktemp("scoped-pg"), "NO_PERMISSIONS", uri) as pg:
+        yield pg
 
 
 def both(pair: Pair, tenant: str, method: str, path: str, body: dict[str, Any], rows: str) -> list[Any]:
@@ -201,8 +238,8 @@ FILTERS = st.sampled_from(
 RM_ORDERS = st.sampled_from([[], ["name ASC"], ["name DESC"], ["last_updated_timestamp DESC"]])
 EXPERIMENT_ORDERS = st.sampled_from([[], ["name ASC"], ["creation_time DESC"], ["experiment_id DESC"]])
 SIZES = st.sampled_from([1, 2, 3, 5, 100])
-# 15 generated worlds per test and default permission keep this file near 7 minutes of `make test`
-# (25 took 10.5 of its 30); HOKUSAI_HYPOTHESIS_EXAMPLES=100 for a deeper run before a release.
+# 15 generated requests per test (25 in both worlds took 10.5 of `make test`'s 30 minutes);
+# HOKUSAI_HYPOTHESIS_EXAMPLES=100 for a deeper run before a release.
 DIFFERENTIAL = settings(
     max_examples=int(os.environ.get("HOKUSAI_HYPOTHESIS_EXAMPLES", "15")),
     deadline=None,
@@ -222,19 +259,7 @@ def check_registered_models(
     assert len(names) == len(set(names))
 
 
-@DIFFERENTIAL
-@given(tenant=st.sampled_from(TENANTS), filter_=FILTERS, order=RM_ORDERS, size=SIZES)
-def test_registered_model_pages_match_mlflows_post_filter(
-    pair: Pair, tenant: str, filter_: str | None, order: list[str], size: int
-) -> None:
-    check_registered_models(pair, tenant, filter_, order, size)
-
-
-@DIFFERENTIAL
-@given(tenant=st.sampled_from(TENANTS), order=EXPERIMENT_ORDERS, size=SIZES)
-def test_experiment_pages_match_mlflows_post_filter(
-    pair: Pair, tenant: str, order: list[str], size: int
-) -> None:
+def check_experiments(pair: Pair, tenant: str, order: list[str], size: int) -> None:
     body: dict[str, Any] = {"max_results": size} | ({"order_by": order} if order else {})
     ours, oracle = both(pair, tenant, "POST", "/api/2.0/mlflow/experiments/search", body, "experiments")
     assert ours == oracle
@@ -242,11 +267,7 @@ def test_experiment_pages_match_mlflows_post_filter(
     assert len(ids) == len(set(ids))
 
 
-@DIFFERENTIAL
-@given(tenant=st.sampled_from(TENANTS), size=SIZES, order=st.sampled_from([[], [{"field_name": "name"}]]))
-def test_logged_model_pages_match_mlflows_post_filter(
-    pair: Pair, tenant: str, size: int, order: list[Any]
-) -> None:
+def check_logged_models(pair: Pair, tenant: str, order: list[Any], size: int) -> None:
     """Asked for every experiment on the server, a tenant's pages hold the logged models it may read."""
     body: dict[str, Any] = {"experiment_ids": pair.experiments, "max_results": size}
     body |= {"order_by": order} if order else {}
@@ -256,9 +277,7 @@ def test_logged_model_pages_match_mlflows_post_filter(
     assert len(ids) == len(set(ids))
 
 
-@DIFFERENTIAL
-@given(tenant=st.sampled_from(TENANTS), size=SIZES)
-def test_model_versions_are_every_readable_version_once(pair: Pair, tenant: str, size: int) -> None:
+def check_model_versions(pair: Pair, tenant: str, size: int) -> None:
     """MLflow's version filter drops rows without filling the page again, so its pages may be short
     or empty; ours are full. Paged to the end, both hold the same versions in the same order."""
     body = {"max_results": size, "order_by": ["name ASC", "version_number ASC"]}
@@ -266,6 +285,57 @@ def test_model_versions_are_every_readable_version_once(pair: Pair, tenant: str,
     flat = [(v["name"], v["version"]) for page in ours for v in page]
     assert flat == [(v["name"], v["version"]) for page in oracle for v in page]
     assert len(flat) == len(set(flat))
+
+
+LOGGED_MODEL_ORDERS = st.sampled_from([[], [{"field_name": "name"}]])
+
+
+@DIFFERENTIAL
+@given(tenant=st.sampled_from(TENANTS), filter_=FILTERS, order=RM_ORDERS, size=SIZES)
+def test_registered_model_pages_match_mlflows_post_filter(
+    grants_only: Pair, tenant: str, filter_: str | None, order: list[str], size: int
+) -> None:
+    check_registered_models(grants_only, tenant, filter_, order, size)
+
+
+@DIFFERENTIAL
+@given(tenant=st.sampled_from(TENANTS), order=EXPERIMENT_ORDERS, size=SIZES)
+def test_experiment_pages_match_mlflows_post_filter(
+    grants_only: Pair, tenant: str, order: list[str], size: int
+) -> None:
+    check_experiments(grants_only, tenant, order, size)
+
+
+@DIFFERENTIAL
+@given(tenant=st.sampled_from(TENANTS), size=SIZES, order=LOGGED_MODEL_ORDERS)
+def test_logged_model_pages_match_mlflows_post_filter(
+    grants_only: Pair, tenant: str, size: int, order: list[Any]
+) -> None:
+    check_logged_models(grants_only, tenant, order, size)
+
+
+@DIFFERENTIAL
+@given(tenant=st.sampled_from(TENANTS), size=SIZES)
+def test_model_versions_are_every_readable_version_once(grants_only: Pair, tenant: str, size: int) -> None:
+    check_model_versions(grants_only, tenant, size)
+
+
+@DIFFERENTIAL
+@given(search=st.sampled_from(["models", "experiments", "logged models", "versions"]), data=st.data())
+def test_with_read_for_everyone_every_search_matches_mlflows_filter(
+    read_pair: Pair, search: str, data: st.DataObject
+) -> None:
+    """Nobody is scoped here, so one test draws across the four searches: this world checks that
+    choosing MLflow's filter changes nothing, not the scoped query (the tests above do)."""
+    tenant, size = data.draw(st.sampled_from(TENANTS)), data.draw(SIZES)
+    if search == "models":
+        check_registered_models(read_pair, tenant, data.draw(FILTERS), data.draw(RM_ORDERS), size)
+    elif search == "experiments":
+        check_experiments(read_pair, tenant, data.draw(EXPERIMENT_ORDERS), size)
+    elif search == "logged models":
+        check_logged_models(read_pair, tenant, data.draw(LOGGED_MODEL_ORDERS), size)
+    else:
+        check_model_versions(read_pair, tenant, size)
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
