@@ -18,3 +18,12 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 @pytest.fixture
 def fresh_tmp(tmp_path: Path) -> Path:
     return tmp_path
+
+
+SERVER_FILES = ("tests/e2e/", "tests/test_cli.py")  # each starts servers and takes minutes
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files that start servers first: with one worker per core (`make test`) the quick unit
+    tests then fill the end, instead of one long file running alone while the other worker idles."""
+    items.sort(key=lambda item: not item.nodeid.startswith(SERVER_FILES))
