@@ -193,7 +193,10 @@ class Postgres:
 
 @contextmanager
 def postgres_cluster() -> Iterator[Postgres]:
-    """A throw-away PostgreSQL 15 cluster in a temp dir; as root it runs as the `postgres` user."""
+    """A throw-away PostgreSQL 15 cluster in a temp dir; as root it runs as the `postgres` user.
+
+    HOKUSAI_TEST_POSTGRES_URI names an existing database to use instead: every PostgreSQL test then
+    shares it, so run those tests serially (``pytest -n 0``)."""
     if uri := os.environ.get("HOKUSAI_TEST_POSTGRES_URI"):
         yield Postgres(uri)
         return

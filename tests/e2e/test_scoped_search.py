@@ -175,12 +175,20 @@ class Worlds:
     """The module's server pairs, one per default permission, each started on first use."""
 
     def __init__(self, tmp: pytest.TempPathFactory, stack: ExitStack) -> None:
-        self.tmp, self.stack, self.started = tmp, stack, dict[str, Pair]()
+        self.tmp, self.stack = tmp, stack
+        self.started: dict[str, Pair] = {}
+        self.failed: dict[str, BaseException] = {}  # a world that failed to start is not tried again
 
     def get(self, default: str) -> Pair:
+        if default in self.failed:
+            raise RuntimeError(f"the {default} world failed to start") from self.failed[default]
         if default not in self.started:
-            pairs = make_pair(self.tmp.mktemp(f"scoped-{default.lower()}"), default, None)
-            self.started[default] = self.stack.enter_context(pairs)
+            try:
+                pairs = make_pair(self.tmp.mktemp(f"scoped-{default.lower()}"), default, None)
+                self.started[default] = self.stack.enter_context(pairs)
+            except BaseException as exc:
+                self.failed[default] = exc
+                raise
         return self.started[default]
 
 
