@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVED_ARTIFACT_ROOT = "mlflow-artifacts:/"
 SECRETS_FILE = "secrets.json"
+KEEP_ALIVE_MARGIN_SECONDS = 5
 MIN_SECRET_LENGTH = 16  # generated secrets are 43 characters (32 random bytes)
 
 
@@ -33,6 +34,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=1, le=65535)
     workers: int = Field(2, ge=1, le=64)
+    # The idle timeout of the load balancer in front (the ALB's default is 60 s). Workers keep an idle
+    # connection open KEEP_ALIVE_MARGIN_SECONDS longer, so the load balancer always closes it first:
+    # a connection the server closes just as the balancer reuses it fails that request (a 502).
+    lb_idle_timeout_seconds: int = Field(60, ge=1, le=4000)
     backend_store_uri: str | None = None
     artifacts_destination: str | None = None
     default_artifact_root: str = SERVED_ARTIFACT_ROOT
@@ -130,6 +135,11 @@ class Settings(BaseSettings):
                 "server stores artifacts"
             )
         return SERVED_ARTIFACT_ROOT
+
+    @property
+    def keep_alive_seconds(self) -> int:
+        """How long uvicorn keeps an idle connection: longer than the load balancer does."""
+        return self.lb_idle_timeout_seconds + KEEP_ALIVE_MARGIN_SECONDS
 
     @property
     def tracking_uri(self) -> str:

@@ -21,6 +21,7 @@ import pytest
 from cfnlint.decode import cfn_yaml
 
 from hokusai_registry.deploy.plan import artifact_serving_problems
+from hokusai_registry.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "cloudformation" / "registry.yaml"
@@ -149,6 +150,16 @@ def test_load_balancer_drops_invalid_headers_and_allows_long_uploads(template: d
     assert template["Parameters"]["DeletionProtection"]["Default"] == "true"
     assert attributes["idle_timeout.timeout_seconds"] == {"Ref": "LoadBalancerIdleTimeoutSeconds"}
     assert template["Parameters"]["LoadBalancerIdleTimeoutSeconds"]["Default"] >= 300  # F9
+
+
+def test_tasks_keep_idle_connections_longer_than_the_load_balancer(template: dict[str, Any]) -> None:
+    """The ALB reuses idle connections until its idle timeout; a task must not close one first."""
+    env = {e["Name"]: e["Value"] for e in container(template)["Environment"]}
+    assert env["HOKUSAI_REGISTRY_LB_IDLE_TIMEOUT_SECONDS"] == {"Ref": "LoadBalancerIdleTimeoutSeconds"}
+    parameter = template["Parameters"]["LoadBalancerIdleTimeoutSeconds"]
+    for seconds in (parameter["MinValue"], parameter["Default"], parameter["MaxValue"]):
+        settings = Settings(lb_idle_timeout_seconds=seconds)  # every value the stack accepts, the task does
+        assert settings.keep_alive_seconds > seconds
 
 
 def test_only_the_load_balancer_reaches_the_tasks(template: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ and each leaves the fleet whole again (``Fleet.make_whole``), also when it fails
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -883,3 +884,29 @@ def test_a_rolling_restart_under_read_load_fails_no_request_of_the_stock_client(
     assert not failed, failed[:5]
     assert ok > 100, "too little load to prove anything"
     assert all(load.ok for load in loads)
+
+
+# --- idle connections: the load balancer closes them, never the replica ----------------------------------
+
+IDLE = 6.0  # seconds: past uvicorn's own keep-alive default (5 s), well within the replicas' (65 s)
+
+
+def test_a_replica_keeps_an_idle_connection_open_until_the_load_balancer_closes_it(whole: Fleet) -> None:
+    """A load balancer reuses its idle connections to a replica. A replica that closed one first (uvicorn
+    closes after 5 s unless told otherwise) races the balancer's next request on it, which then fails:
+    HAProxy drops the client's connection unanswered, the ALB answers 502. `up` keeps idle connections
+    5 s past ``HOKUSAI_REGISTRY_LB_IDLE_TIMEOUT_SECONDS`` (60 s, the ALB's default) instead."""
+    replica = whole.replicas["a"]
+    connection = http.client.HTTPConnection("127.0.0.1", replica.port, timeout=TIMEOUT)
+    try:
+        connection.request("GET", "/health")
+        assert connection.getresponse().read() == b"OK"
+        assert connection.sock is not None
+        local = connection.sock.getsockname()
+        time.sleep(IDLE)
+        connection.request("GET", "/health")  # on the same socket: http.client reopens only a closed one
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"OK")
+        assert connection.sock is not None and connection.sock.getsockname() == local
+    finally:
+        connection.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shlex
 import subprocess
 import sys
 import threading
@@ -19,7 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from hokusai_registry.server import logs
+from hokusai_registry.server import launch, logs
+from hokusai_registry.settings import Settings
 
 AUDIT_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")  # audit.py's isoformat
 ACCESS_FORMAT = '%s - "%s %s HTTP/%s" %d'  # what uvicorn's h11 and httptools protocols log
@@ -112,20 +112,12 @@ def test_text_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     logs.configure("text")
     assert handler.formatter is formatter
     assert (logging.lastResort, threading.excepthook) == (last_resort, excepthook)
-    assert logs.uvicorn_env("text", Path("/nonexistent"), "--timeout-keep-alive 5") == {}
+    assert logs.log_config_opts("text", Path("/nonexistent")) == []
 
 
-def test_up_hands_uvicorn_the_log_config_and_keeps_other_options(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data dir"
-    data_dir.mkdir()
-    env = logs.uvicorn_env("json", data_dir, "--timeout-keep-alive 5")
-    path = data_dir / logs.LOG_CONFIG_NAME
-    assert shlex.split(env[logs.UVICORN_OPTS_ENV]) == ["--timeout-keep-alive", "5", "--log-config", str(path)]
-    assert json.loads(path.read_text()) == logs.uvicorn_log_config()
-    assert shlex.split(logs.uvicorn_env("json", data_dir, None)[logs.UVICORN_OPTS_ENV]) == [
-        "--log-config",
-        str(path),
-    ]
+def test_up_writes_the_log_config_uvicorn_loads(tmp_path: Path) -> None:
+    assert logs.log_config_opts("json", tmp_path) == ["--log-config", str(tmp_path / logs.LOG_CONFIG_NAME)]
+    assert json.loads((tmp_path / logs.LOG_CONFIG_NAME).read_text()) == logs.uvicorn_log_config()
 
 
 def test_the_log_config_is_mlflows_with_our_formatter() -> None:
@@ -143,7 +135,7 @@ def test_the_log_config_is_mlflows_with_our_formatter() -> None:
 def test_mlflow_server_passes_our_log_config_instead_of_its_own(tmp_path: Path) -> None:
     import mlflow.server
 
-    opts = logs.uvicorn_env("json", tmp_path, None)[logs.UVICORN_OPTS_ENV]
+    opts = launch.uvicorn_opts(Settings(data_dir=tmp_path, log_format="json"), None)
     command = mlflow.server._build_uvicorn_command(opts, "127.0.0.1", 5000, 2, "a:b", is_factory=True)
     assert command.count("--log-config") == 1
     assert command[command.index("--log-config") + 1] == str(tmp_path / logs.LOG_CONFIG_NAME)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import os
 import secrets
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from hokusai_registry.server.metrics import MULTIPROC_ENV
 from hokusai_registry.server.mlflow_adapter import ADMIN_BOOTSTRAPPED_ENV
 from hokusai_registry.settings import SERVED_ARTIFACT_ROOT, Settings
 
+UVICORN_OPTS_ENV = "MLFLOW_UVICORN_OPTS"  # what `mlflow server` passes to uvicorn (--uvicorn-opts)
 AUTH_INI_NAME = "auth.ini"
 AUTH_INI = """\
 [mlflow]
@@ -62,6 +64,21 @@ def mlflow_command(settings: Settings) -> list[str]:
     if settings.allowed_hosts:
         command += ["--allowed-hosts", settings.allowed_hosts]
     return command
+
+
+def uvicorn_opts(settings: Settings, operator_opts: str | None) -> str:
+    """uvicorn's options: ours first, so the operator's ``MLFLOW_UVICORN_OPTS`` override them.
+
+    The keep-alive outlasts the load balancer's idle timeout (``Settings.keep_alive_seconds``);
+    with json logs, uvicorn's own lines too, in all its processes, from their start (server/logs.py).
+    """
+    return shlex.join(
+        [
+            "--timeout-keep-alive", str(settings.keep_alive_seconds),
+            *shlex.split(operator_opts or ""),
+            *logs.log_config_opts(settings.log_format, settings.data_dir.resolve()),
+        ]
+    )  # fmt: skip
 
 
 def prepare(settings: Settings) -> Launch:
@@ -109,10 +126,7 @@ def prepare(settings: Settings) -> Launch:
         ADMIN_BOOTSTRAPPED_ENV: "true",
         MULTIPROC_ENV: str(metrics_dir),
         "HOKUSAI_REGISTRY_REPLICA_ID": settings.replica_id or secrets.token_hex(4),  # one per start
-        # With json, uvicorn's own lines too, in all its processes, from their start (server/logs.py).
-        **logs.uvicorn_env(
-            settings.log_format, settings.data_dir.resolve(), os.environ.get(logs.UVICORN_OPTS_ENV)
-        ),
+        UVICORN_OPTS_ENV: uvicorn_opts(settings, os.environ.get(UVICORN_OPTS_ENV)),
     }
     return Launch(command=mlflow_command(settings), env=env, first_key=first_key)
 

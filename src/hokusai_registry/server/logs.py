@@ -3,7 +3,7 @@
 Two hooks, because the lines come from two places. uvicorn configures its loggers from a
 ``--log-config`` file in every process it starts (the supervisor and each worker) before it imports
 the app: `up` writes ours (``uvicorn_log_config``: the loggers and streams of MLflow's own file with
-our formatter, and Python warnings) and hands it over in ``MLFLOW_UVICORN_OPTS``. MLflow installs
+our formatter, and Python warnings) and hands it to uvicorn (``log_config_opts``). MLflow installs
 its handler (on ``mlflow``, ``sqlalchemy.engine``, ``alembic``, ``huey``) when it is imported, later,
 so ``create_app`` calls ``configure``, which gives every handler then installed our formatter.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 import sys
 import threading
 from datetime import UTC, datetime
@@ -27,7 +26,6 @@ from typing import Any, Literal
 from hokusai_registry.server import audit
 
 LogFormat = Literal["text", "json"]
-UVICORN_OPTS_ENV = "MLFLOW_UVICORN_OPTS"  # what `mlflow server` passes to uvicorn (--uvicorn-opts)
 LOG_CONFIG_NAME = "uvicorn-log-config.json"
 ACCESS_LOGGER = "uvicorn.access"
 
@@ -108,13 +106,13 @@ def uvicorn_log_config() -> dict[str, Any]:
     }
 
 
-def uvicorn_env(log_format: LogFormat, data_dir: Path, uvicorn_opts: str | None) -> dict[str, str]:
-    """For `up`: with ``json``, write our uvicorn log config and add it to the uvicorn options."""
+def log_config_opts(log_format: LogFormat, data_dir: Path) -> list[str]:
+    """For `up`: with ``json``, write our uvicorn log config and return the option that loads it."""
     if log_format != "json":
-        return {}
+        return []
     path = data_dir / LOG_CONFIG_NAME
     path.write_text(json.dumps(uvicorn_log_config(), indent=2) + "\n")
-    return {UVICORN_OPTS_ENV: f"{uvicorn_opts or ''} --log-config {shlex.quote(str(path))}".strip()}
+    return ["--log-config", str(path)]
 
 
 def configure(log_format: LogFormat) -> None:
