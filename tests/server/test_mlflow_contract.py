@@ -908,6 +908,22 @@ def test_row_lookups_find_what_mlflows_full_reads_find(stores: tuple[Any, Any]) 
             )
 
 
+def test_runs_get_and_logged_models_get_read_through_the_sql_store_classs_methods() -> None:
+    """What shared_reads.py hands over: the handlers call exactly these, with these arguments."""
+    assert "_get_tracking_store().get_run(run_id)" in inspect.getsource(handlers.get_run_impl)
+    assert "_get_tracking_store().get_logged_model(model_id, allow_deleted=allow_deleted)" in (
+        inspect.getsource(handlers._get_logged_model)
+    )
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    def parameters(name: str) -> list[str]:
+        method = getattr(SqlAlchemyStore, name)
+        return list(inspect.signature(getattr(method, "__wrapped__", method)).parameters)  # MLflow's own
+
+    assert parameters("get_run") == ["self", "run_id"]
+    assert parameters("get_logged_model") == ["self", "model_id", "allow_deleted"]
+
+
 def test_the_auth_app_gets_the_row_lookups_and_the_rest_of_each_store(
     monkeypatch: pytest.MonkeyPatch, stores: tuple[Any, Any]
 ) -> None:
@@ -931,4 +947,5 @@ def test_the_auth_app_gets_the_row_lookups_and_the_rest_of_each_store(
     assert not auth._get_model_registry_store().get_registered_model("m").latest_versions  # row and tags
     share[0] = True  # a read-only request: the full read, which the handler then reuses
     assert len(auth._get_model_registry_store().get_registered_model("m").latest_versions) == 1
+    assert auth._get_tracking_store().get_run(run_id).data.params == {"p": "v"}
     assert auth._get_model_registry_store().search_registered_models().to_list()[0].name == "m"

@@ -2,12 +2,12 @@
 
 It builds MLflow's own basic-auth app, so MLflow's per-resource permissions guard every route,
 serves our key API beside it (key_api.py), and puts five things of ours around it: the API-key
-ASGI layer (middleware.py), a short cache in front of MLflow's auth store (auth_store.py), a
-request-scoped memo in front of the registry store (registry_store.py), searches scoped in the
-store query (scoped_search.py), and a cheaper seat for
-MLflow's FastAPI permission middleware (permission_gate.py); every SQL connection has PostgreSQL plan
-each statement with its values (database.py). MLflow's Basic password check is
-replaced by our ``authorization_function`` (flask_hook.py), whatever the auth config file says.
+ASGI layer (middleware.py), a short cache in front of MLflow's auth store (auth_store.py), one full
+read per read-only request shared by the auth app and the handler (shared_reads.py), searches scoped
+in the store query (scoped_search.py), and a cheaper seat for MLflow's FastAPI permission middleware
+(permission_gate.py); every SQL connection has PostgreSQL plan each statement with its values
+(database.py). MLflow's Basic password check is replaced by our ``authorization_function``
+(flask_hook.py), whatever the auth config file says.
 Every MLflow internal this needs is reached through mlflow_adapter.py, which also indexes MLflow's
 grant folds and has its auth checks read one row, not a whole run or model. Building the app twice
 in one process wraps nothing twice.
@@ -29,6 +29,7 @@ from hokusai_registry.server import (
     registry_store,
     scan_store,
     scoped_search,
+    shared_reads,
 )
 from hokusai_registry.server.auth_store import CachedAuthStore
 from hokusai_registry.server.authenticator import Authenticator
@@ -70,7 +71,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
     asgi_app = mlflow_auth.create_app(app or mlflow_flask_app)
     scans, quarantine = install_scanning(settings)
     registry_store.install(scans, quarantine)
-    mlflow_adapter.install_auth_row_lookups(registry_store.in_read_only_request)
+    shared_reads.install()
     scoped_search.install()
     mlflow_adapter.index_grant_folds()
     if not isinstance(asgi_app, FastAPI):

@@ -32,7 +32,7 @@ class RequestState:
     read_only: bool
     scoped_search: bool = False  # a search the store query is scoped for (scoped_search.py)
     auth_epoch: int | None = None  # read by the cached auth store at most once per request
-    registered_models: dict[str, Any] = field(default_factory=dict)  # see registry_store.py
+    reads: dict[Any, Any] = field(default_factory=dict)  # see shared_reads.py
     readable: dict[Any, frozenset[str] | None] = field(default_factory=dict)  # see scoped_search.py
 
 

@@ -24,7 +24,7 @@ What we rely on (MLflow 3.17):
    the grants ``store.list_grants`` returns for the request's workspace, a grant pattern is ``*`` or one
    resource's exact id, and the searches are ``search_*`` methods of ``handlers._tracking_store`` and
    the SQL registry store, which the handlers and the filters' re-queries both call (:func:`read_predicate`,
-   :func:`grant_patterns`, :func:`intercept_search`).
+   :func:`grant_patterns`, :func:`intercept_store_method`).
 7. ``retention_gate`` builds the module global ``RetentionGate``, whose ``_fold(key)`` folds every grant
    the caller holds (``fold_grants_for_key``), once per row of a listing; a grant can only match a key
    of its own type with its own id or ``*`` (``permissions.matches``), so folding just those grants,
@@ -62,7 +62,10 @@ What we rely on (MLflow 3.17):
     tags, params, metrics, inputs and outputs. Likewise its ``_get_model_registry_store`` global, whose
     registered models it reads for ``_is_prompt()`` (the tags) and ``workspace`` only;
     ``_get_registered_model(session, name)`` finds the row as ``get_registered_model`` does before that
-    loads every version of the model (:func:`install_auth_row_lookups`).
+    loads every version of the model (:func:`install_auth_row_lookups`). The handlers of ``runs/get``
+    and ``logged-models/<id>`` read through the SQL tracking store class's ``get_run`` and
+    ``get_logged_model``, so a full read the auth app made in the same request can be handed to them
+    (:func:`intercept_store_method`, shared_reads.py).
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ __all__ = [
     "install_auth_row_lookups",
     "install_auth_store",
     "install_registry_store",
-    "intercept_search",
+    "intercept_store_method",
     "is_artifact_transfer",
     "is_auth_store_write",
     "logged_model_row",
@@ -277,7 +280,11 @@ def install_registry_store(wrap: Callable[[Any], W]) -> W:
 class _TrackingRows:
     """The tracking store as MLflow's auth app sees it: a run or logged model is one row, without the tags,
     params, metrics, inputs and outputs the auth app never reads (a run's full read is about seven
-    queries, and the handler then reads it again)."""
+    queries, and the handler then reads it again), unless ``share_full`` says the handler will reuse
+    the full read."""
+
+    def __init__(self, share_full: Callable[[], bool]) -> None:
+        self.share_full = share_full
 
     def __getattr__(self, name: str) -> Any:
         from mlflow.server import handlers
@@ -287,12 +294,16 @@ class _TrackingRows:
     def get_run(self, run_id: str) -> Any:
         from mlflow.server import handlers
 
-        return run_row(handlers._get_tracking_store(), run_id)
+        store = handlers._get_tracking_store()
+        return store.get_run(run_id) if self.share_full() else run_row(store, run_id)
 
     def get_logged_model(self, model_id: str, allow_deleted: bool = False) -> Any:
         from mlflow.server import handlers
 
-        return logged_model_row(handlers._get_tracking_store(), model_id, allow_deleted)
+        store = handlers._get_tracking_store()
+        if self.share_full():
+            return store.get_logged_model(model_id, allow_deleted)
+        return logged_model_row(store, model_id, allow_deleted)
 
 
 class _RegistryRows:
@@ -389,13 +400,13 @@ def registered_model_row(store: Any, name: str) -> Any:
         )
 
 
-def install_auth_row_lookups(share_full_registry_read: Callable[[], bool]) -> None:
+def install_auth_row_lookups(share_full_read: Callable[[], bool]) -> None:
     """Make MLflow's auth app read the one row it decides on: a run's or logged model's experiment, a
-    registered model's tags and workspace. ``share_full_registry_read()`` True: the full registered-model
-    read instead, which the handler of the same request reuses."""
+    registered model's tags and workspace. ``share_full_read()`` True: the full read instead, which the
+    handler of the same request reuses (shared_reads.py)."""
     from mlflow.server import auth
 
-    tracking, registry = _TrackingRows(), _RegistryRows(share_full_registry_read)
+    tracking, registry = _TrackingRows(share_full_read), _RegistryRows(share_full_read)
     auth._get_tracking_store = lambda: tracking
     auth._get_model_registry_store = lambda: registry
 
@@ -554,7 +565,7 @@ def is_artifact_transfer(path: str, method: str) -> bool:
     return bool(_is_native_fastapi_proxy_artifact_path(path, method))
 
 
-def intercept_search(
+def intercept_store_method(
     store_kind: str, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
 ) -> None:
     """Replace the method ``name`` of MLflow's SQL ``"tracking"`` or ``"registry"`` store class with

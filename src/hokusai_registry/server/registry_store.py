@@ -1,11 +1,8 @@
 """The registry store MLflow's handlers and its auth app share, with what the registry adds to it.
 
-- **A request-scoped memo of registered models.** For a registry read by name, MLflow's auth app
-  loads the whole registered model only to learn whether it is a prompt and which workspace holds it,
-  and then the handler loads it again: a second full read (about a quarter of a worker's time on
-  ``registered-models/get``, docs/benchmarks.md). Within one read-only request both see the same
-  answer, so the first read is kept in the request state. Nothing outlives the request. In a write
-  request the auth app reads only the model's row and tags (``mlflow_adapter.install_auth_row_lookups``).
+- **A registered model read once per read-only request** (shared_reads.py): MLflow's auth app reads
+  the whole model only to learn whether it is a prompt and which workspace holds it, then the handler
+  reads it again (about a quarter of a worker's time on ``registered-models/get``, docs/benchmarks.md).
 - **Scans** (scan_service.py): a version created through any route is scanned before its
   ``create_model_version`` returns when it is small, and its reserved ``hokusai_scan_*`` tags can be
   written by nobody but the scan (set or deleted: 403 ``PERMISSION_DENIED``; sent with a new version:
@@ -20,18 +17,11 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
-from hokusai_registry.server import mlflow_adapter, scan_store
-from hokusai_registry.server.context import current_request
+from hokusai_registry.server import mlflow_adapter, scan_store, shared_reads
 from hokusai_registry.server.metrics import REGISTRATIONS
 from hokusai_registry.server.quarantine import Quarantine
 from hokusai_registry.server.scan_service import RECORDED_ELSEWHERE, ScanService
 from hokusai_registry.server.scan_store import TAG_PREFIX
-
-
-def in_read_only_request() -> bool:
-    """Whether a registered model read now is kept for the rest of the request (see above)."""
-    state = current_request.get()
-    return state is not None and state.read_only
 
 
 def refuse_reserved(keys: list[str]) -> None:
@@ -52,12 +42,11 @@ class RegistryStore(mlflow_adapter.Delegating):
         self.quarantine = quarantine
 
     def get_registered_model(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        state = current_request.get()
-        if state is None or not state.read_only or args or kwargs:
+        if args or kwargs:
             return self.wrapped.get_registered_model(name, *args, **kwargs)
-        if name not in state.registered_models:
-            state.registered_models[name] = self.wrapped.get_registered_model(name)
-        return state.registered_models[name]
+        return shared_reads.shared_read(
+            (id(self), "registered_model", name), lambda: self.wrapped.get_registered_model(name)
+        )
 
     def create_model_version(self, *args: Any, **kwargs: Any) -> Any:
         # The stock client's copy_model_version sends the source version's tags, the scan's among

@@ -187,9 +187,8 @@ def scoped_logged_models(search: Callable[..., Any]) -> Callable[..., Any]:
 
 def install() -> None:
     """Scope the SQL stores' searches (MLflow's handlers and its filters' re-queries call them)."""
-    mlflow_adapter.intercept_search(
-        "registry", "search_registered_models", lambda s: scoped(REGISTERED_MODELS, s)
-    )
-    mlflow_adapter.intercept_search("registry", "search_model_versions", lambda s: scoped(MODEL_VERSIONS, s))
-    mlflow_adapter.intercept_search("tracking", "search_experiments", lambda s: scoped(EXPERIMENTS, s))
-    mlflow_adapter.intercept_search("tracking", "search_logged_models", scoped_logged_models)
+    intercept = mlflow_adapter.intercept_store_method
+    intercept("registry", "search_registered_models", lambda s: scoped(REGISTERED_MODELS, s))
+    intercept("registry", "search_model_versions", lambda s: scoped(MODEL_VERSIONS, s))
+    intercept("tracking", "search_experiments", lambda s: scoped(EXPERIMENTS, s))
+    intercept("tracking", "search_logged_models", scoped_logged_models)

@@ -1,0 +1,58 @@
+"""One full read per read-only request, shared by MLflow's auth app and the handler.
+
+For a read by id or name (``runs/get``, ``logged-models/<id>``, ``registered-models/get``, ...) MLflow's
+auth app first reads the resource to learn its experiment (or prompt flag and workspace), then the
+handler reads it again. In a read-only request nothing changes between the two, so the first full read
+is kept in the request state and the handler gets it: one read instead of two. Nothing outlives the
+request, and a failed read is not kept (the handler reads again and fails as MLflow does). In a write
+request the auth app reads only the row it decides on (``mlflow_adapter.install_auth_row_lookups``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from hokusai_registry.server import mlflow_adapter
+from hokusai_registry.server.context import current_request
+
+T = TypeVar("T")
+
+
+def in_read_only_request() -> bool:
+    """Whether a read now is kept for the rest of the request (see above)."""
+    state = current_request.get()
+    return state is not None and state.read_only
+
+
+def shared_read(key: Hashable, read: Callable[[], T]) -> T:
+    """``read()``, or in a read-only request the answer it gave earlier in the request."""
+    state = current_request.get()
+    if state is None or not state.read_only:
+        return read()
+    if key not in state.reads:
+        state.reads[key] = read()
+    found: T = state.reads[key]
+    return found
+
+
+def _shared_get_run(get_run: Callable[..., Any]) -> Callable[..., Any]:
+    def get_run_once(store: Any, run_id: str) -> Any:
+        return shared_read((id(store), "run", run_id), lambda: get_run(store, run_id))
+
+    return get_run_once
+
+
+def _shared_get_logged_model(get_logged_model: Callable[..., Any]) -> Callable[..., Any]:
+    def get_logged_model_once(store: Any, model_id: str, allow_deleted: bool = False) -> Any:
+        key = (id(store), "logged_model", model_id, bool(allow_deleted))
+        return shared_read(key, lambda: get_logged_model(store, model_id, allow_deleted))
+
+    return get_logged_model_once
+
+
+def install() -> None:
+    """Share the tracking store's full reads, and give the auth app full reads in read-only requests."""
+    mlflow_adapter.intercept_store_method("tracking", "get_run", _shared_get_run)
+    mlflow_adapter.intercept_store_method("tracking", "get_logged_model", _shared_get_logged_model)
+    mlflow_adapter.install_auth_row_lookups(in_read_only_request)
