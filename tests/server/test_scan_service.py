@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-from hokusai_registry.server import mlflow_adapter, scan_store
+from hokusai_registry.server import mlflow_adapter, scan_service, scan_store
 from hokusai_registry.server.quarantine import ModelQuarantined, Quarantine
 from hokusai_registry.server.registry_store import RegistryStore
 from hokusai_registry.server.scan_service import Policy, ScanService
@@ -194,6 +194,30 @@ def test_only_the_leaseholder_records_a_verdict(world: World) -> None:
     second = world.service()  # on the same database: another worker
     assert not scan_store.claim(world.engine, key, second.owner, scan_store_lease())
     assert scan_store.claim(world.engine, key, first.owner, scan_store_lease())  # its own lease, renewed
+
+
+def test_a_scan_longer_than_its_lease_keeps_it_and_records_its_verdict(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease is renewed while the scan runs, so no other worker takes a live scan over."""
+    monkeypatch.setattr(scan_service, "LEASE", dt.timedelta(seconds=0.9))
+    other, service = world.service(), world.service()  # the last one made is the one MLflow calls
+    scan, key, attempts = service._report, VersionKey("default", "slow", 1), []
+
+    def slow(record: Any, files: Any, background: bool) -> Any:
+        deadline = time.monotonic() + 3  # over three leases
+        while time.monotonic() < deadline:
+            attempts.append(scan_store.claim(world.engine, key, other.owner, scan_service.LEASE))
+            time.sleep(0.1)
+        return scan(record, files, background)
+
+    monkeypatch.setattr(service, "_report", slow)
+    created = world.create(service, "slow", {"MLmodel": MLMODEL})
+    assert created.status == "READY"
+    assert len(attempts) > 20 and not any(attempts)
+    assert not service._held
+    service.stop()
+    other.stop()
 
 
 def scan_store_lease() -> dt.timedelta:

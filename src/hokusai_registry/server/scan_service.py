@@ -121,6 +121,8 @@ class ScanService:
         self._inserted = threading.local()
         self._lock = threading.Lock()
         self._in_flight: set[VersionKey] = set()  # queued or running background scans
+        self._held: set[VersionKey] = set()  # scans running now, whose leases _keep_leases renews
+        self._keeper: threading.Thread | None = None
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
@@ -223,14 +225,12 @@ class ScanService:
         self, record: ScanRecord, files: ModelFiles | None, *, background: bool
     ) -> Recorded | None:
         key = record.key
-        renewing = threading.Event()
-        renewer = threading.Thread(target=self._renew, args=(key, renewing), daemon=True)
-        renewer.start()
+        self._hold(key)
         try:
             report = self._report(record, files, background)
         finally:
-            renewing.set()
-            renewer.join()
+            with self._lock:
+                self._held.discard(key)
         outcome = outcome_for(report, self.policy)
         if not scan_store.finish(self.engine, key, self.owner, report, outcome):
             log.warning("scan of %s finished, but another worker recorded its verdict first", key)
@@ -262,10 +262,26 @@ class ScanService:
             log.exception("scan of %s failed", record.key)
             return ScanReport("hokusai-registry", [], [Finding(".", Verdict.ERROR, f"scan failed: {error}")])
 
-    def _renew(self, key: VersionKey, done: threading.Event) -> None:
-        while not done.wait(LEASE.total_seconds() / 3):
-            if not scan_store.extend(self.engine, key, self.owner, LEASE):
-                return
+    def _hold(self, key: VersionKey) -> None:
+        """Keep the lease on ``key`` while its scan runs: one thread renews them all, none per scan."""
+        with self._lock:
+            self._held.add(key)
+            if self._keeper is None:
+                self._keeper = threading.Thread(target=self._keep_leases, daemon=True, name="hokusai-leases")
+                self._keeper.start()
+
+    def _keep_leases(self) -> None:
+        """Renew every held lease a third of a lease apart, so none held runs below two thirds."""
+        while not self._stop.wait(LEASE.total_seconds() / 3):
+            with self._lock:
+                held = list(self._held)
+            for key in held:
+                try:
+                    if not scan_store.extend(self.engine, key, self.owner, LEASE):
+                        with self._lock:  # another worker took it over; its verdict will count
+                            self._held.discard(key)
+                except Exception as error:  # the database is away: try again next time
+                    log.warning("could not renew the scan lease of %s: %s", key, outages.describe(error))
 
     # --- recovery -------------------------------------------------------------------------------------
 
