@@ -17,6 +17,8 @@ Run by hand from the repository root; each command starts the servers and prints
     .venv/bin/python bench/run.py scanning [--scan-sizes 10,300,2048] [--scan-load-mib 300]  # model scan
     .venv/bin/python bench/run.py registration --kinds stock,ours,ours-noscan  # scanning on vs off
     .venv/bin/python bench/run.py requests --kinds stock,ours,ours-nometrics  # metrics on vs off
+    HOKUSAI_BENCH_BASE_SRC=/tmp/base/src .venv/bin/python bench/run.py registration \
+        --kinds stock,ours,ours-base      # this checkout vs another (git worktree add /tmp/base HEAD~1)
     .venv/bin/python bench/run.py fleet [--rounds 3] [--seconds 8]          # HAProxy: 1 vs 2 replicas
 
 `--kinds stock,ours` skips MLflow's basic-auth server (slow to measure: scrypt per request).
@@ -354,7 +356,43 @@ def bench_artifacts(servers: list[Server], root: Path, rounds: int, mib: int) ->
 CLIENT_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
+ID_SEGMENT = re.compile(r"^(?:[0-9a-f]{32}|m-[0-9a-f]{32}|\d+)$")
+
+
+def endpoint(method: str, url: str) -> str:
+    """A request's kind: ids become ``{id}``; an artifact upload keeps only its file name."""
+    path = httpx.URL(url).path
+    if "/mlflow-artifacts/artifacts/" in path:
+        return f"{method} artifacts .../{path.rsplit('/', 1)[-1]}"
+    return f"{method} " + "/".join("{id}" if ID_SEGMENT.match(p) else p for p in path.split("/"))
+
+
+@contextmanager
+def timed_requests() -> Iterator[list[tuple[str, float]]]:
+    """Every HTTP request the MLflow client sends in the block, with its time in ms (client side)."""
+    import requests
+
+    calls: list[tuple[str, float]] = []
+    send = requests.Session.send
+
+    def timed_send(session: requests.Session, request: requests.PreparedRequest, **kwargs: object) -> object:
+        started = time.perf_counter()
+        try:
+            return send(session, request, **kwargs)
+        finally:
+            calls.append(
+                (endpoint(str(request.method), str(request.url)), (time.perf_counter() - started) * 1000)
+            )
+
+    requests.Session.send = timed_send  # type: ignore[method-assign,assignment]
+    try:
+        yield calls
+    finally:
+        requests.Session.send = send  # type: ignore[method-assign]
+
+
 def bench_registration(servers: list[Server], runs: int, warmup: int = 2) -> str:
+    """The stock client's log + register, timed whole, by request, and in worker CPU."""
     import mlflow
     import numpy as np
     from mlflow.models import infer_signature
@@ -384,12 +422,21 @@ def bench_registration(servers: list[Server], runs: int, warmup: int = 2) -> str
         return (time.perf_counter() - started) * 1000
 
     times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    by_request: dict[str, dict[str, list[float]]] = {}
     for i in range(warmup + runs):
         for server in servers:
-            elapsed = log_and_register(server)
+            workers = server.worker_pids()
+            cpu_before = cpu_seconds(workers)
+            with timed_requests() as calls:
+                elapsed = log_and_register(server)
             if i >= warmup:
                 times.setdefault(server.kind, []).append(elapsed)
-    stock = median(times["stock"])
+                cpu.setdefault(server.kind, []).append((cpu_seconds(workers) - cpu_before) * 1000)
+                per_kind = by_request.setdefault(server.kind, {})
+                for name, ms in calls:
+                    per_kind.setdefault(name, []).append(ms)
+    stock, stock_cpu = median(times["stock"]), median(cpu["stock"])
     rows = [
         [
             kind,
@@ -397,10 +444,37 @@ def bench_registration(servers: list[Server], runs: int, warmup: int = 2) -> str
             f"{max(values):.0f}",
             f"{median(values) - stock:+.0f}",
             f"{median(values) / stock:.2f}x",
+            f"{median(cpu[kind]):.0f} ({median(cpu[kind]) - stock_cpu:+.0f})",
         ]
         for kind, values in times.items()
     ]
-    return table(["server", "p50 ms", "max ms", "p50 vs stock (ms)", "p50 ratio"], rows)
+    whole = table(
+        ["server", "p50 ms", "max ms", "p50 vs stock (ms)", "p50 ratio", "worker CPU ms (vs stock)"], rows
+    )
+    kinds = list(by_request)
+    per_run = {kind: {n: len(v) / runs for n, v in by_request[kind].items()} for kind in kinds}
+    everyone = {name for kind in kinds for name in by_request[kind]}  # a server may send more requests
+
+    def weight(name: str) -> float:
+        return max(median(by_request[k][name]) * per_run[k][name] for k in kinds if name in by_request[k])
+
+    def cell(kind: str, name: str) -> str:
+        if name not in by_request[kind]:
+            return "-"
+        ms = median(by_request[kind][name])
+        if name not in by_request["stock"]:
+            return f"{ms:.1f} (x{per_run[kind][name]:g})"
+        return f"{ms:.1f} ({ms - median(by_request['stock'][name]):+.1f})"
+
+    request_rows = [
+        [f"`{name}`", f"{per_run['stock'].get(name, 0):g}", *(cell(kind, name) for kind in kinds)]
+        for name in sorted(everyone, key=weight, reverse=True)
+    ]
+    detail = table(
+        ["request (client side)", "per registration", *(f"{k} p50 ms" for k in kinds)], request_rows
+    )
+    note = "p50 of each request, and its difference to stock's; (xN): requests stock does not send, N a run"
+    return f"{whole}\n\nBy request ({note}):\n\n{detail}"
 
 
 # --- mixed: reads while other tenants register -------------------------------------------------

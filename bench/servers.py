@@ -30,8 +30,11 @@ from tests.processes import free_port, stop, wait_for_health  # noqa: E402 (need
 BIN = ROOT / ".venv" / "bin"
 KINDS = ("stock", "basic", "ours")
 # ours-noscan: HOKUSAI_REGISTRY_SCAN_POLICY=off, to price the model scan; ours-nometrics:
-# HOKUSAI_REGISTRY_METRICS=false, to price the metrics.
-OURS = ("ours", "ours-noscan", "ours-nometrics")
+# HOKUSAI_REGISTRY_METRICS=false, to price the metrics; ours-base: the registry's code of another
+# checkout (its src/ in BASE_SRC_ENV, e.g. from `git worktree add /tmp/base HEAD~1`), to measure a
+# change against the code before it in one interleaved run.
+OURS = ("ours", "ours-noscan", "ours-nometrics", "ours-base")
+BASE_SRC_ENV = "HOKUSAI_BENCH_BASE_SRC"
 MODEL = "bench-model"
 EXPERIMENT = "bench"
 BASIC_INI = """\
@@ -169,6 +172,10 @@ def _launch(kind: str, root: Path, backend: str | None = None) -> _Pending:
             env["HOKUSAI_REGISTRY_SCAN_POLICY"] = "off"
         if kind == "ours-nometrics":
             env["HOKUSAI_REGISTRY_METRICS"] = "false"
+        if kind == "ours-base":
+            if not os.environ.get(BASE_SRC_ENV):
+                raise ValueError(f"ours-base runs the code in ${BASE_SRC_ENV} (a checkout's src/); set it")
+            env["PYTHONPATH"] = os.environ[BASE_SRC_ENV]
         command = [str(BIN / "hokusai-registry"), "up", "--data-dir", str(data), "--port", str(port)]
         command += ["--workers", "1"] + (["--backend-store-uri", backend] if "sqlite" not in backend else [])
     else:
