@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,25 +281,37 @@ class S3Server:
         """Within the block, stop the moment S3 has answered the first request whose request line holds
         ``request`` (e.g. ``"?uploads"``: a multipart upload begun), so the next one is refused; the
         event says it happened. Exact where a client-side trigger would race the server's next request."""
-        import logging
+        fired = threading.Event()
 
-        logger, fired = logging.getLogger("werkzeug"), threading.Event()
-        server = self
+        def stop_after(line: str) -> None:
+            if not fired.is_set() and request in line:
+                fired.set()
+                self.stop()
 
-        class AfterRequest(logging.Handler):  # werkzeug logs each request line once it is answered
-            def emit(self, record: logging.LogRecord) -> None:
-                if not fired.is_set() and request in record.getMessage():
-                    fired.set()
-                    server.stop()
-
-        hook, level = AfterRequest(), logger.level
-        logger.addHandler(hook)
-        logger.setLevel(logging.INFO)
-        try:
+        with answered_s3_requests(stop_after):
             yield fired
-        finally:
-            logger.removeHandler(hook)
-            logger.setLevel(level)
+
+
+@contextmanager
+def answered_s3_requests(on_line: Callable[[str], None]) -> Iterator[None]:
+    """Call ``on_line`` with the request line of each request moto's S3 answers in the block (its
+    werkzeug logs each line once answered), in any emulator of this process."""
+    import logging
+
+    logger = logging.getLogger("werkzeug")
+
+    class AfterRequest(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            on_line(record.getMessage())
+
+    hook, level = AfterRequest(), logger.level
+    logger.addHandler(hook)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(hook)
+        logger.setLevel(level)
 
 
 @contextmanager

@@ -780,6 +780,22 @@ def test_a_translated_file_download_error_keeps_its_code_through_mlflows_fold(
     assert mlflow_adapter.translate_download_errors(outages.as_unavailable) is None
 
 
+def test_one_file_downloads_by_its_path_with_the_repositorys_download_file(tmp_path: Path) -> None:
+    """What the scan reads a remote file with: the keyword arguments every repository takes."""
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+    from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+    for cls in (ArtifactRepository, S3ArtifactRepository, LocalArtifactRepository):
+        parameters = list(inspect.signature(cls._download_file).parameters)
+        assert parameters == ["self", "remote_file_path", "local_path"], cls
+    (tmp_path / "store" / "dir").mkdir(parents=True)
+    (tmp_path / "store" / "dir" / "weights.bin").write_bytes(b"\0" * 3)
+    repository = LocalArtifactRepository(str(tmp_path / "store"))
+    mlflow_adapter.download_one_file(repository, "dir/weights.bin", str(tmp_path / "copy.bin"))
+    assert (tmp_path / "copy.bin").read_bytes() == b"\0" * 3
+
+
 # --- 12. the auth app's reads of runs, logged models and registered models ----------------------------------
 
 # Where MLflow's auth app reads these entities, and what it reads of them: each was checked by hand to

@@ -45,7 +45,11 @@ class StoredFile:
 
 
 class ModelFiles:
-    """The files under ``prefix`` of the artifact destination ``destination`` (a path or a URI)."""
+    """The files under ``prefix`` of the artifact destination ``destination`` (a path or a URI).
+
+    Listed once per object: a version's files do not change while it is scanned, and in S3 every
+    listing is a round trip per directory (a scan used to list three times, plus twice per file).
+    """
 
     def __init__(self, destination: str, prefix: str) -> None:
         self.destination = destination.rstrip("/")
@@ -54,32 +58,46 @@ class ModelFiles:
         self.local_root = (
             None if scheme not in ("", "file") else Path(urlsplit(self.destination).path) / self.prefix
         )
+        self._listed: tuple[list[StoredFile], bool] | None = None  # the files; whether the prefix is one
 
     def listing(self) -> list[StoredFile]:
         """Every file under the prefix; a prefix that is itself one file (a version registered from a
         single file) lists that file, by its name."""
+        return list(self._list()[0])
+
+    def open_each(self) -> Iterator[tuple[StoredFile, Path]]:
+        """Each file with a local path to read it from, valid until the next one is asked for."""
+        files, single = self._list()
+        if self.local_root is not None:
+            for stored in files:
+                yield stored, self.local_root if single else self.local_root / stored.path
+            return
+        from hokusai_registry.server.mlflow_adapter import download_one_file
+
+        repository = self._repository(self._parent() if single else self.prefix)
+        for stored in files:
+            with tempfile.TemporaryDirectory(prefix="hokusai-scan-") as scratch:
+                local = Path(scratch) / stored.path.rsplit("/", 1)[-1]
+                download_one_file(repository, stored.path, str(local))
+                yield stored, local
+
+    def _list(self) -> tuple[list[StoredFile], bool]:
+        if self._listed is None:
+            self._listed = self._list_now()
+        return self._listed
+
+    def _list_now(self) -> tuple[list[StoredFile], bool]:
         if self.local_root is not None:
             if self.local_root.is_file():
-                return [StoredFile(self.local_root.name, self.local_root.stat().st_size)]
-            return [
+                return [StoredFile(self.local_root.name, self.local_root.stat().st_size)], True
+            found = [
                 StoredFile(path.relative_to(self.local_root).as_posix(), path.stat().st_size)
                 for path in sorted(self.local_root.rglob("*"))
                 if path.is_file() and not path.is_symlink()
             ]
+            return found, False
         found = sorted(self._remote_listing(""), key=lambda stored: stored.path)
-        return found or self._remote_single()
-
-    def open_each(self) -> Iterator[tuple[StoredFile, Path]]:
-        """Each file with a local path to read it from, valid until the next one is asked for."""
-        for stored in self.listing():
-            if self.local_root is not None:
-                yield stored, self.local_root if self.local_root.is_file() else self.local_root / stored.path
-                continue
-            single = self.prefix.rsplit("/", 1)[-1] == stored.path and not self._remote_listing_nonempty()
-            repository = self._repository(self._parent() if single else self.prefix)
-            with tempfile.TemporaryDirectory(prefix="hokusai-scan-") as scratch:
-                local = repository.download_artifacts(stored.path, dst_path=scratch)
-                yield stored, Path(local)
+        return (found, False) if found else (self._remote_single(), True)
 
     def _repository(self, prefix: str | None = None) -> Any:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -89,9 +107,6 @@ class ModelFiles:
 
     def _parent(self) -> str:
         return self.prefix.rsplit("/", 1)[0] if "/" in self.prefix else ""
-
-    def _remote_listing_nonempty(self) -> bool:
-        return any(True for _ in self._remote_listing(""))
 
     def _remote_single(self) -> list[StoredFile]:
         name = self.prefix.rsplit("/", 1)[-1]

@@ -53,7 +53,9 @@ What we rely on (MLflow 3.17):
     thread pool and folds the failures into one ``MlflowException`` that keeps only their messages, and
     an error code only when every failure was an ``MlflowException`` with one code (else
     ``INTERNAL_ERROR``, a 500): a botocore connection error there loses its type
-    (:func:`translate_download_errors`).
+    (:func:`translate_download_errors`). ``_download_file(remote_file_path, local_path)`` downloads one
+    path known to be a file, without the listing ``download_artifacts`` makes first to learn whether it
+    is a directory (:func:`download_one_file`).
 12. MLflow's auth app gets the tracking store through its own module global ``_get_tracking_store``
     (imported from the handlers), and reads a run or logged model fetched through it for nothing but
     ``experiment_id`` (a run's ``info.experiment_id``): the call sites are listed in the contract test.
@@ -92,6 +94,7 @@ __all__ = [
     "PermissionMiddleware",
     "affected_user",
     "auth_database_uri",
+    "download_one_file",
     "find_after_request_handler",
     "find_permission_middleware",
     "find_validator",
@@ -455,6 +458,12 @@ def guard_artifact_repository(
 
 
 DOWNLOAD_FILE = "_download_file"  # what download_artifacts runs for each file
+
+
+def download_one_file(repository: Any, path: str, local_path: str) -> None:
+    """The file ``path`` of ``repository`` to ``local_path``: one download, where ``download_artifacts``
+    first lists ``path`` to learn whether it is a directory (a round trip to S3 per file)."""
+    getattr(repository, DOWNLOAD_FILE)(remote_file_path=path, local_path=local_path)
 
 
 def translate_download_errors(translate: Callable[[Exception], Exception | None]) -> Any:
