@@ -141,6 +141,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 **s3.env,
                 **shared,
                 "HOKUSAI_REGISTRY_CACHE_TTL_SECONDS": str(CACHE_TTL),
+                # HAProxy's idle limits are 120 s (timeout client/server), as an operator would set it
+                "HOKUSAI_REGISTRY_LB_IDLE_TIMEOUT_SECONDS": "120",
                 "HOKUSAI_REGISTRY_REPLICA_ID": name,
                 # Only the first replica prints an admin key; the second finds one exists.
                 "HOKUSAI_REGISTRY_FIRST_ADMIN_KEY": "true" if name == "a" else "false",
@@ -888,14 +890,15 @@ def test_a_rolling_restart_under_read_load_fails_no_request_of_the_stock_client(
 
 # --- idle connections: the load balancer closes them, never the replica ----------------------------------
 
-IDLE = 6.0  # seconds: past uvicorn's own keep-alive default (5 s), well within the replicas' (65 s)
+IDLE = 6.0  # seconds: past uvicorn's own keep-alive default (5 s), well within the replicas' (125 s)
 
 
 def test_a_replica_keeps_an_idle_connection_open_until_the_load_balancer_closes_it(whole: Fleet) -> None:
     """A load balancer reuses its idle connections to a replica. A replica that closed one first (uvicorn
     closes after 5 s unless told otherwise) races the balancer's next request on it, which then fails:
     HAProxy drops the client's connection unanswered, the ALB answers 502. `up` keeps idle connections
-    5 s past ``HOKUSAI_REGISTRY_LB_IDLE_TIMEOUT_SECONDS`` (60 s, the ALB's default) instead."""
+    5 s past ``HOKUSAI_REGISTRY_LB_IDLE_TIMEOUT_SECONDS`` instead (120 here, HAProxy's; default 60, the
+    ALB's)."""
     replica = whole.replicas["a"]
     connection = http.client.HTTPConnection("127.0.0.1", replica.port, timeout=TIMEOUT)
     try:
