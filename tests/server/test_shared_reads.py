@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.server import auth, handlers
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingSqlStore
 
-from hokusai_registry.server import registry_store, shared_reads
+from hokusai_registry.server import policy, registry_store, shared_reads
 from hokusai_registry.server.context import Principal, RequestState, current_request
 
 
@@ -32,8 +32,10 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 @contextmanager
-def request(read_only: bool) -> Iterator[None]:
-    token = current_request.set(RequestState(Principal("k_1", "alice", "write"), read_only=read_only))
+def request(shares_reads: bool, read_only: bool = True) -> Iterator[None]:
+    """Within the block, a request as the ASGI layer describes it (``policy.shares_reads``)."""
+    state = RequestState(Principal("k_1", "alice", "write"), read_only=read_only, shares_reads=shares_reads)
+    token = current_request.set(state)
     try:
         yield
     finally:
@@ -64,9 +66,9 @@ def make_run(store: Any) -> str:
     return run_id
 
 
-def test_in_a_read_only_request_the_handler_gets_the_auth_apps_full_read(tracking: Any) -> None:
+def test_in_a_read_by_id_the_handler_gets_the_auth_apps_full_read(tracking: Any) -> None:
     run_id = make_run(tracking)
-    with request(read_only=True):
+    with request(shares_reads=True):
         checked = auth._get_tracking_store().get_run(run_id)  # what the auth app reads to decide
         with statements(tracking.engine) as sql:
             served = handlers._get_tracking_store().get_run(run_id)  # what runs/get then answers
@@ -77,7 +79,7 @@ def test_in_a_read_only_request_the_handler_gets_the_auth_apps_full_read(trackin
 
 def test_in_a_write_request_the_auth_app_reads_one_row_and_the_handler_its_own(tracking: Any) -> None:
     run_id = make_run(tracking)
-    with request(read_only=False):
+    with request(shares_reads=False, read_only=False):
         checked = auth._get_tracking_store().get_run(run_id)
         with statements(tracking.engine) as sql:
             served = handlers._get_tracking_store().get_run(run_id)
@@ -85,17 +87,44 @@ def test_in_a_write_request_the_auth_app_reads_one_row_and_the_handler_its_own(t
     assert served.data.params == {"p": "v"} and sql
 
 
+def test_another_read_only_request_reads_one_row_to_decide(tracking: Any) -> None:
+    """``get-history`` checks its run and never reads it again: a full read there would be waste."""
+    run_id = make_run(tracking)
+    with request(shares_reads=False), statements(tracking.engine) as sql:
+        checked = auth._get_tracking_store().get_run(run_id)
+    queries = [statement for statement in sql if not statement.startswith("PRAGMA")]  # MLflow's session
+    assert checked.data.params == {} and len(queries) == 1, queries  # the run's row, nothing else
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "shares"),
+    [
+        ("GET", "/api/2.0/mlflow/runs/get", True),
+        ("GET", "/ajax-api/2.0/mlflow/runs/get", True),
+        ("GET", "/api/2.0/mlflow/registered-models/get", True),
+        ("GET", "/api/2.0/mlflow/logged-models/m-0123456789abcdef0123456789abcdef", True),
+        ("GET", "/api/2.0/mlflow/metrics/get-history", False),
+        ("GET", "/api/2.0/mlflow/model-versions/get", False),
+        ("GET", "/api/2.0/mlflow/logged-models/m-1/artifacts/directories", False),
+        ("PATCH", "/api/2.0/mlflow/logged-models/m-1", False),
+        ("POST", "/api/2.0/mlflow/runs/get", False),
+    ],
+)
+def test_the_reads_by_id_that_share(method: str, path: str, shares: bool) -> None:
+    assert policy.shares_reads(method, path) is shares
+
+
 def test_nothing_is_kept_past_the_request_or_outside_one(tracking: Any) -> None:
     run_id = make_run(tracking)
-    with request(read_only=True):
+    with request(shares_reads=True):
         first = tracking.get_run(run_id)
-    with request(read_only=True):
+    with request(shares_reads=True):
         assert tracking.get_run(run_id) is not first
     assert tracking.get_run(run_id) is not tracking.get_run(run_id)
 
 
 def test_a_failed_read_is_not_kept(tracking: Any) -> None:
-    with request(read_only=True):
+    with request(shares_reads=True):
         for _ in range(2):
             with statements(tracking.engine) as sql, pytest.raises(MlflowException) as raised:
                 tracking.get_run("0" * 32)
@@ -105,7 +134,7 @@ def test_a_failed_read_is_not_kept(tracking: Any) -> None:
 def test_logged_models_are_kept_per_id_and_allow_deleted(tracking: Any) -> None:
     experiment = tracking.create_experiment("models")
     model_id = tracking.create_logged_model(experiment, name="m").model_id
-    with request(read_only=True):
+    with request(shares_reads=True):
         checked = auth._get_tracking_store().get_logged_model(model_id)
         assert tracking.get_logged_model(model_id, allow_deleted=False) is checked
         with statements(tracking.engine) as sql:
@@ -122,10 +151,10 @@ def test_a_registered_model_is_read_once_per_read_only_request(tmp_path: Path) -
         sql_store.create_registered_model("m")
         sql_store.create_model_version("m", "mlflow-artifacts:/x")
         store = registry_store.RegistryStore(sql_store)
-        with request(read_only=True):
+        with request(shares_reads=True):
             first = store.get_registered_model("m")
             assert store.get_registered_model("m") is first and len(first.latest_versions) == 1
-        with request(read_only=False):
+        with request(shares_reads=False, read_only=False):
             assert store.get_registered_model("m") is not store.get_registered_model("m")
     finally:
         sql_store.engine.dispose()

@@ -31,6 +31,7 @@ class RequestState:
     principal: Principal
     read_only: bool
     scoped_search: bool = False  # a search the store query is scoped for (scoped_search.py)
+    shares_reads: bool = False  # a read by id: the check's read is the handler's (shared_reads.py)
     auth_epoch: int | None = None  # read by the cached auth store at most once per request
     reads: dict[Any, Any] = field(default_factory=dict)  # see shared_reads.py
     readable: dict[Any, frozenset[str] | None] = field(default_factory=dict)  # see scoped_search.py

@@ -67,7 +67,12 @@ class ApiKeyMiddleware:
             forward: Send = send_and_note_status
             if self.metrics is not None and is_artifact_path(path):
                 receive, forward = counting_bytes(receive, forward)
-            state = RequestState(principal, read_only=not writes, scoped_search=policy.is_scoped_search(path))
+            state = RequestState(
+                principal,
+                read_only=not writes,
+                scoped_search=policy.is_scoped_search(path),
+                shares_reads=policy.shares_reads(method, path),
+            )
             token = current_request.set(state)
             try:
                 await json_errors.serve(self.app, scope, receive, forward, principal)

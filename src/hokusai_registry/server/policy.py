@@ -63,3 +63,13 @@ def is_write(method: str, path: str) -> bool:
     if method in READ_METHODS:
         return False
     return not (method == "POST" and (path == GRAPHQL_PATH or _READ_ONLY_POST.fullmatch(path)))
+
+
+# The reads by id whose handler reads in full, again, what MLflow's permission check reads to decide
+# (a run's, logged model's or registered model's experiment, prompt flag or workspace): there the
+# check's read is the handler's (shared_reads.py). Elsewhere the check reads the one row it needs.
+_READ_BY_ID = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/(?:runs/get|registered-models/get|logged-models/[^/]+)")
+
+
+def shares_reads(method: str, path: str) -> bool:
+    return method == "GET" and bool(_READ_BY_ID.fullmatch(path))

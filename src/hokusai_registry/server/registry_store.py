@@ -1,8 +1,8 @@
 """The registry store MLflow's handlers and its auth app share, with what the registry adds to it.
 
-- **A registered model read once per read-only request** (shared_reads.py): MLflow's auth app reads
-  the whole model only to learn whether it is a prompt and which workspace holds it, then the handler
-  reads it again (about a quarter of a worker's time on ``registered-models/get``, docs/benchmarks.md).
+- **A registered model read once in ``registered-models/get``** (shared_reads.py): MLflow's auth app
+  reads the whole model only to learn whether it is a prompt and which workspace holds it, then the
+  handler reads it again (about a quarter of a worker's time on it, docs/benchmarks.md).
 - **Scans** (scan_service.py): a version created through any route is scanned before its
   ``create_model_version`` returns when it is small, and its reserved ``hokusai_scan_*`` tags can be
   written by nobody but the scan (set or deleted: 403 ``PERMISSION_DENIED``; sent with a new version:

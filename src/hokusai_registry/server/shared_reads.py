@@ -1,11 +1,12 @@
-"""One full read per read-only request, shared by MLflow's auth app and the handler.
+"""One full read per read by id, shared by MLflow's auth app and the handler.
 
-For a read by id or name (``runs/get``, ``logged-models/<id>``, ``registered-models/get``, ...) MLflow's
+For ``runs/get``, ``logged-models/<id>`` and ``registered-models/get`` (``policy.shares_reads``) MLflow's
 auth app first reads the resource to learn its experiment (or prompt flag and workspace), then the
-handler reads it again. In a read-only request nothing changes between the two, so the first full read
-is kept in the request state and the handler gets it: one read instead of two. Nothing outlives the
-request, and a failed read is not kept (the handler reads again and fails as MLflow does). In a write
-request the auth app reads only the row it decides on (``mlflow_adapter.install_auth_row_lookups``).
+handler reads all of it again. Such a request only reads, so nothing changes between the two: the
+check makes the full read, it is kept in the request state, and the handler gets it. Nothing outlives
+the request, and a failed read is not kept (the handler reads again and fails as MLflow does). Every
+other request's check reads only the row it decides on (``mlflow_adapter.install_auth_row_lookups``):
+a full read there would be one nobody reuses (``get-history``'s check of each run, for one).
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ from hokusai_registry.server.context import current_request
 T = TypeVar("T")
 
 
-def in_read_only_request() -> bool:
+def sharing_reads() -> bool:
     """Whether a read now is kept for the rest of the request (see above)."""
     state = current_request.get()
-    return state is not None and state.read_only
+    return state is not None and state.shares_reads
 
 
 def shared_read(key: Hashable, read: Callable[[], T]) -> T:
-    """``read()``, or in a read-only request the answer it gave earlier in the request."""
+    """``read()``, or in a read by id the answer it gave earlier in the request."""
     state = current_request.get()
-    if state is None or not state.read_only:
+    if state is None or not state.shares_reads:
         return read()
     if key not in state.reads:
         state.reads[key] = read()
@@ -52,7 +53,7 @@ def _shared_get_logged_model(get_logged_model: Callable[..., Any]) -> Callable[.
 
 
 def install() -> None:
-    """Share the tracking store's full reads, and give the auth app full reads in read-only requests."""
+    """Share the tracking store's full reads, and give the auth app full reads in reads by id."""
     mlflow_adapter.intercept_store_method("tracking", "get_run", _shared_get_run)
     mlflow_adapter.intercept_store_method("tracking", "get_logged_model", _shared_get_logged_model)
-    mlflow_adapter.install_auth_row_lookups(in_read_only_request)
+    mlflow_adapter.install_auth_row_lookups(sharing_reads)
