@@ -200,12 +200,12 @@ def test_a_scan_longer_than_its_lease_keeps_it_and_records_its_verdict(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The lease is renewed while the scan runs, so no other worker takes a live scan over."""
-    monkeypatch.setattr(scan_service, "LEASE", dt.timedelta(seconds=0.9))
+    monkeypatch.setattr(scan_service, "LEASE", dt.timedelta(seconds=2.4))  # renewed every 0.8 s
     other, service = world.service(), world.service()  # the last one made is the one MLflow calls
     scan, key, attempts = service._report, VersionKey("default", "slow", 1), []
 
     def slow(record: Any, files: Any, background: bool) -> Any:
-        deadline = time.monotonic() + 3  # over three leases
+        deadline = time.monotonic() + 6  # two and a half leases
         while time.monotonic() < deadline:
             attempts.append(scan_store.claim(world.engine, key, other.owner, scan_service.LEASE))
             time.sleep(0.1)
@@ -214,7 +214,7 @@ def test_a_scan_longer_than_its_lease_keeps_it_and_records_its_verdict(
     monkeypatch.setattr(service, "_report", slow)
     created = world.create(service, "slow", {"MLmodel": MLMODEL})
     assert created.status == "READY"
-    assert len(attempts) > 20 and not any(attempts)
+    assert len(attempts) > 40 and not any(attempts)
     assert not service._held
     service.stop()
     other.stop()

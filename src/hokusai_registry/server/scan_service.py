@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
@@ -121,7 +122,7 @@ class ScanService:
         self._inserted = threading.local()
         self._lock = threading.Lock()
         self._in_flight: set[VersionKey] = set()  # queued or running background scans
-        self._held: set[VersionKey] = set()  # scans running now, whose leases _keep_leases renews
+        self._held: Counter[VersionKey] = Counter()  # scans running now (how many), leases renewed
         self._keeper: threading.Thread | None = None
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -230,7 +231,9 @@ class ScanService:
             report = self._report(record, files, background)
         finally:
             with self._lock:
-                self._held.discard(key)
+                self._held[key] -= 1
+                if self._held[key] <= 0:
+                    del self._held[key]
         outcome = outcome_for(report, self.policy)
         if not scan_store.finish(self.engine, key, self.owner, report, outcome):
             log.warning("scan of %s finished, but another worker recorded its verdict first", key)
@@ -265,13 +268,14 @@ class ScanService:
     def _hold(self, key: VersionKey) -> None:
         """Keep the lease on ``key`` while its scan runs: one thread renews them all, none per scan."""
         with self._lock:
-            self._held.add(key)
+            self._held[key] += 1
             if self._keeper is None:
                 self._keeper = threading.Thread(target=self._keep_leases, daemon=True, name="hokusai-leases")
                 self._keeper.start()
 
     def _keep_leases(self) -> None:
-        """Renew every held lease a third of a lease apart, so none held runs below two thirds."""
+        """Renew every held lease a third of a lease apart, so none held runs below two thirds. Ends
+        with ``stop``: a scan still running then loses its lease, and a sweep elsewhere takes it over."""
         while not self._stop.wait(LEASE.total_seconds() / 3):
             with self._lock:
                 held = list(self._held)
@@ -279,7 +283,7 @@ class ScanService:
                 try:
                     if not scan_store.extend(self.engine, key, self.owner, LEASE):
                         with self._lock:  # another worker took it over; its verdict will count
-                            self._held.discard(key)
+                            self._held.pop(key, None)
                 except Exception as error:  # the database is away: try again next time
                     log.warning("could not renew the scan lease of %s: %s", key, outages.describe(error))
 
