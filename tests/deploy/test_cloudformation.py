@@ -158,7 +158,7 @@ def test_tasks_keep_idle_connections_longer_than_the_load_balancer(template: dic
     assert env["HOKUSAI_REGISTRY_LB_IDLE_TIMEOUT_SECONDS"] == {"Ref": "LoadBalancerIdleTimeoutSeconds"}
     parameter = template["Parameters"]["LoadBalancerIdleTimeoutSeconds"]
     for seconds in (parameter["MinValue"], parameter["Default"], parameter["MaxValue"]):
-        settings = Settings(lb_idle_timeout_seconds=seconds)  # every value the stack accepts, the task does
+        settings = Settings(lb_idle_timeout_seconds=seconds)  # refused if outside the setting's range
         assert settings.keep_alive_seconds > seconds
 
 

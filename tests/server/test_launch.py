@@ -6,10 +6,11 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import pytest
 from uvicorn.main import main as uvicorn_command
 
 from hokusai_registry.server import launch
-from hokusai_registry.settings import Settings
+from hokusai_registry.settings import ConfigError, Settings
 
 
 def uvicorn_params(opts: str) -> dict[str, Any]:
@@ -45,3 +46,10 @@ def test_up_gives_the_options_to_mlflow_server(tmp_path: Path, monkeypatch: Any)
     prepared = launch.prepare(Settings(data_dir=tmp_path / "data", lb_idle_timeout_seconds=120))
     params = uvicorn_params(prepared.env[launch.UVICORN_OPTS_ENV])
     assert (params["timeout_keep_alive"], params["limit_concurrency"]) == (125, 100)
+
+
+def test_gunicorn_is_refused_before_mlflow_server_starts(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv(launch.GUNICORN_OPTS_ENV, "--timeout 60")
+    with pytest.raises(ConfigError, match="unset MLFLOW_GUNICORN_OPTS"):
+        launch.prepare(Settings(data_dir=tmp_path / "data"))
+    assert not (tmp_path / "data").exists()  # refused before anything was written

@@ -4,7 +4,8 @@ report's JSON) or ``{"id", "error"}``; the id lets the server tell a stray line 
 
 The server's background scans run here, at the lowest CPU priority, so a large model's scan holds no
 GIL the worker's request threads wait for, gets a CPU only when requests leave one idle, and cannot
-take the worker down. It imports only the scanner (about 40 MiB), not MLflow's server.
+take the worker down. It imports the scanner (about 40 MiB) and, to read from S3, MLflow's artifact
+repositories (about 140 MiB more), not MLflow's server.
 """
 
 from __future__ import annotations

@@ -21,9 +21,10 @@ from hokusai_registry.server.flask_hook import AUTHORIZATION_FUNCTION
 from hokusai_registry.server.keys import KeyLimits, KeyStore, NewKey
 from hokusai_registry.server.metrics import MULTIPROC_ENV
 from hokusai_registry.server.mlflow_adapter import ADMIN_BOOTSTRAPPED_ENV
-from hokusai_registry.settings import SERVED_ARTIFACT_ROOT, Settings
+from hokusai_registry.settings import SERVED_ARTIFACT_ROOT, ConfigError, Settings
 
 UVICORN_OPTS_ENV = "MLFLOW_UVICORN_OPTS"  # what `mlflow server` passes to uvicorn (--uvicorn-opts)
+GUNICORN_OPTS_ENV = "MLFLOW_GUNICORN_OPTS"  # would make `mlflow server` run gunicorn instead
 AUTH_INI_NAME = "auth.ini"
 AUTH_INI = """\
 [mlflow]
@@ -67,10 +68,11 @@ def mlflow_command(settings: Settings) -> list[str]:
 
 
 def uvicorn_opts(settings: Settings, operator_opts: str | None) -> str:
-    """uvicorn's options: ours first, so the operator's ``MLFLOW_UVICORN_OPTS`` override them.
+    """uvicorn's options: the keep-alive first, so the operator's ``MLFLOW_UVICORN_OPTS`` can override
+    it, and with json logs our log config last, since that format is what the setting asks for.
 
-    The keep-alive outlasts the load balancer's idle timeout (``Settings.keep_alive_seconds``);
-    with json logs, uvicorn's own lines too, in all its processes, from their start (server/logs.py).
+    The keep-alive outlasts the load balancer's idle timeout (``Settings.keep_alive_seconds``); the
+    log config makes uvicorn's own lines JSON too, in all its processes, from their start (logs.py).
     """
     return shlex.join(
         [
@@ -83,6 +85,11 @@ def uvicorn_opts(settings: Settings, operator_opts: str | None) -> str:
 
 def prepare(settings: Settings) -> Launch:
     """Create secrets, the auth config, the admin user and (on first start) an admin key."""
+    if os.environ.get(GUNICORN_OPTS_ENV):  # before anything is written
+        raise ConfigError(
+            f"hokusai-registry runs under uvicorn, mlflow server's default; unset {GUNICORN_OPTS_ENV} "
+            f"(uvicorn's options go in {UVICORN_OPTS_ENV})"
+        )
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     settings = settings.with_data_dir_secrets(create=True)
     assert settings.admin_password is not None and settings.flask_secret_key is not None
