@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,14 +135,17 @@ def up(
 
 def open_key_store(data_dir: Path | None, db_uri: str | None) -> Any:
     """The key store the server with this data dir uses (or the database named by --db-uri)."""
+    import sqlalchemy as sa
+
     from hokusai_registry.server.keys import KeyLimits, KeyStore
-    from hokusai_registry.server.launch import recorded_auth_db_uri
 
     try:
         settings = load_settings(data_dir=data_dir, auth_db_uri=db_uri).with_data_dir_secrets(create=False)
         if not settings.auth_db_uri:
-            settings.auth_db_uri = recorded_auth_db_uri(settings.data_dir)
-        return KeyStore(settings.auth_database_uri, settings.hash_secret(), KeyLimits.of(settings))
+            settings.auth_db_uri = settings.recorded_auth_db_uri()
+        uri = settings.auth_database_uri
+        # A plain engine: a command that makes no MLflow user (list, revoke, rotate) imports no MLflow.
+        return KeyStore(uri, settings.hash_secret(), KeyLimits.of(settings), engine=sa.create_engine(uri))
     except ConfigError as exc:
         raise fail(str(exc)) from None
 
@@ -192,6 +196,13 @@ def key_api(url: str) -> KeyClient:
     return KeyClient(url, key)
 
 
+def mlflow_errors() -> tuple[type[Exception], ...]:
+    """MLflow's exception class once MLflow is imported; a key command that made no user never
+    imports it (a second and a half), and then nothing MLflow raised can need catching."""
+    module = sys.modules.get("mlflow.exceptions")
+    return (module.MlflowException,) if module is not None else ()
+
+
 @contextmanager
 def open_keys(
     url: str | None, data_dir: Path | None, db_uri: str | None
@@ -201,16 +212,18 @@ def open_keys(
     from rich.markup import escape
 
     if url is None:
-        from mlflow.exceptions import MlflowException
-
         from hokusai_registry.server.keys import InvalidKeyRequest, KeyStoreError
 
         try:
             yield DatabaseKeys(open_key_store(data_dir, db_uri))
-        except (InvalidKeyRequest, MlflowException) as exc:
+        except InvalidKeyRequest as exc:
             raise fail(escape(getattr(exc, "message", str(exc)))) from None
         except KeyStoreError as exc:
             raise fail(escape(str(exc)), 1) from None
+        except Exception as exc:
+            if not isinstance(exc, mlflow_errors()):
+                raise
+            raise fail(escape(getattr(exc, "message", str(exc)))) from None
         return
     from hokusai_registry.key_client import KeyApiError
 

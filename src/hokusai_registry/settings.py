@@ -6,6 +6,7 @@ workers (and the `keys` commands) read the same variables back, so all processes
 
 from __future__ import annotations
 
+import configparser
 import ipaddress
 import json
 import os
@@ -19,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVED_ARTIFACT_ROOT = "mlflow-artifacts:/"
 SECRETS_FILE = "secrets.json"
+AUTH_INI_NAME = "auth.ini"  # MLflow's auth config, written by `up` into the data dir
 KEEP_ALIVE_MARGIN_SECONDS = 5
 MIN_SECRET_LENGTH = 16  # generated secrets are 43 characters (32 random bytes)
 
@@ -152,6 +154,12 @@ class Settings(BaseSettings):
         if self.backend_store_uri and not self.backend_store_uri.startswith("sqlite"):
             return self.backend_store_uri  # MLflow's auth tables use their own alembic version table
         return f"sqlite:///{self.data_dir.resolve() / 'auth.db'}"
+
+    def recorded_auth_db_uri(self) -> str | None:
+        """The auth database a previous `up` with this data dir used, so `keys` finds the same one."""
+        config = configparser.ConfigParser()
+        config.read(self.data_dir / AUTH_INI_NAME)
+        return config.get("mlflow", "database_uri", fallback=None)
 
     @property
     def artifacts_uri(self) -> str:

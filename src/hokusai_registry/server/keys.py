@@ -25,12 +25,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from mlflow.exceptions import MlflowException
-from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
 from hokusai_registry.server.schema import api_keys, create_tables
 
 if TYPE_CHECKING:
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
     from hokusai_registry.settings import Settings
 
 KEY_PREFIX = "hk_live_"
@@ -227,16 +227,33 @@ def hash_key(key: str, secret: bytes) -> str:
 class KeyStore:
     """The key table, plus the MLflow user each key acts as."""
 
-    def __init__(self, db_uri: str, hash_secret: bytes, limits: KeyLimits | None = None) -> None:
+    def __init__(
+        self,
+        db_uri: str,
+        hash_secret: bytes,
+        limits: KeyLimits | None = None,
+        *,
+        engine: sa.Engine | None = None,
+    ) -> None:
+        """Without ``engine``, MLflow's auth store is opened now and the keys share its engine (the
+        server). With one (the ``keys`` commands), MLflow's auth store, and MLflow with it (a
+        second of imports), is opened only when a user must be looked up or made."""
+        self._db_uri = db_uri
         self._secret = hash_secret
         self.limits = limits or KeyLimits()
-        self._users = SqlAlchemyStore()
-        self._users.init_db(db_uri)  # runs MLflow's auth migrations when needed
-        self._engine = self._users.engine
+        self._users: SqlAlchemyStore | None = None
+        self._engine = engine if engine is not None else self.users.engine
         create_tables(self._engine)
 
     @property
     def users(self) -> SqlAlchemyStore:
+        """MLflow's users and permissions on the same database (its migrations run on opening)."""
+        if self._users is None:
+            from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+            users = SqlAlchemyStore()
+            users.init_db(self._db_uri)
+            self._users = users
         return self._users
 
     def create(
@@ -383,10 +400,12 @@ class KeyStore:
 
     def ensure_user(self, username: str) -> None:
         """Create the MLflow user a key acts as; the key is its only credential (random password)."""
-        if self._users.has_user(username):
+        from mlflow.exceptions import MlflowException
+
+        if self.users.has_user(username):
             return
         try:
-            self._users.create_user(username, secrets.token_urlsafe(32))
+            self.users.create_user(username, secrets.token_urlsafe(32))
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another worker created it first
                 raise

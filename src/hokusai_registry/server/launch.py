@@ -7,7 +7,6 @@ SIGTERM go straight to MLflow's server process, which stops uvicorn and its work
 
 from __future__ import annotations
 
-import configparser
 import os
 import secrets
 import shlex
@@ -21,11 +20,10 @@ from hokusai_registry.server.flask_hook import AUTHORIZATION_FUNCTION
 from hokusai_registry.server.keys import KeyLimits, KeyStore, NewKey
 from hokusai_registry.server.metrics import MULTIPROC_ENV
 from hokusai_registry.server.mlflow_adapter import ADMIN_BOOTSTRAPPED_ENV
-from hokusai_registry.settings import SERVED_ARTIFACT_ROOT, ConfigError, Settings
+from hokusai_registry.settings import AUTH_INI_NAME, SERVED_ARTIFACT_ROOT, ConfigError, Settings
 
 UVICORN_OPTS_ENV = "MLFLOW_UVICORN_OPTS"  # what `mlflow server` passes to uvicorn (--uvicorn-opts)
 GUNICORN_OPTS_ENV = "MLFLOW_GUNICORN_OPTS"  # would make `mlflow server` run gunicorn instead
-AUTH_INI_NAME = "auth.ini"
 AUTH_INI = """\
 [mlflow]
 default_permission = {default_permission}
@@ -41,13 +39,6 @@ class Launch:
     command: list[str]
     env: dict[str, str]
     first_key: NewKey | None
-
-
-def recorded_auth_db_uri(data_dir: Path) -> str | None:
-    """The auth database a previous `up` with this data dir used, so `keys` finds the same one."""
-    config = configparser.ConfigParser()
-    config.read(data_dir / AUTH_INI_NAME)
-    return config.get("mlflow", "database_uri", fallback=None)
 
 
 def mlflow_command(settings: Settings) -> list[str]:
