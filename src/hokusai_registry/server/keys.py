@@ -236,8 +236,8 @@ class KeyStore:
         engine: sa.Engine | None = None,
     ) -> None:
         """Without ``engine``, MLflow's auth store is opened now and the keys share its engine (the
-        server). With one (the ``keys`` commands), MLflow's auth store, and MLflow with it (a
-        second of imports), is opened only when a user must be looked up or made."""
+        server). With one (the ``keys`` commands), MLflow's auth store, and MLflow with it (about
+        3 s of imports), is opened only when a user must be looked up or made."""
         self._db_uri = db_uri
         self._secret = hash_secret
         self.limits = limits or KeyLimits()
