@@ -220,6 +220,23 @@ def test_a_scan_longer_than_its_lease_keeps_it_and_records_its_verdict(
     other.stop()
 
 
+def test_one_statement_renews_the_leases_a_worker_holds_and_no_others(world: World) -> None:
+    first = world.service(inline_max_bytes=10)  # large to both: left pending, leased to their worker
+    first.stop()
+    for name in ("a", "b"):
+        world.create(first, name, {"model.pkl": OS_SYSTEM, "weights.bin": b"\0" * 64})
+    second = world.service(inline_max_bytes=10)
+    second.stop()
+    world.create(second, "c", {"model.pkl": OS_SYSTEM, "weights.bin": b"\0" * 64})
+    keys = [VersionKey("default", name, 1) for name in ("a", "b", "c")]
+    for key in keys:
+        expire_lease(world, key)
+    assert scan_store.extend(world.engine, keys, first.owner, scan_store_lease()) == 2
+    assert scan_store.extend(world.engine, [], first.owner, scan_store_lease()) == 0
+    taken = [scan_store.claim(world.engine, key, "a-third-worker", scan_store_lease()) for key in keys]
+    assert taken == [False, False, True]  # first's two renewed; second's ran out and is taken
+
+
 def scan_store_lease() -> dt.timedelta:
     return dt.timedelta(seconds=30)
 

@@ -279,13 +279,10 @@ class ScanService:
         while not self._stop.wait(LEASE.total_seconds() / 3):
             with self._lock:
                 held = list(self._held)
-            for key in held:
-                try:
-                    if not scan_store.extend(self.engine, key, self.owner, LEASE):
-                        with self._lock:  # another worker took it over; its verdict will count
-                            self._held.pop(key, None)
-                except Exception as error:  # the database is away: try again next time
-                    log.warning("could not renew the scan lease of %s: %s", key, outages.describe(error))
+            try:  # one statement for all: a slow database delays every renewal once, not once each
+                scan_store.extend(self.engine, held, self.owner, LEASE)
+            except Exception as error:  # the database is away: try again next time
+                log.warning("could not renew %d scan leases: %s", len(held), outages.describe(error))
 
     # --- recovery -------------------------------------------------------------------------------------
 

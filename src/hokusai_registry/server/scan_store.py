@@ -221,14 +221,19 @@ def claim(engine: sa.Engine, key: VersionKey, owner: str, lease: dt.timedelta) -
     return bool(taken)
 
 
-def extend(engine: sa.Engine, key: VersionKey, owner: str, lease: dt.timedelta) -> bool:
+def extend(engine: sa.Engine, keys: list[VersionKey], owner: str, lease: dt.timedelta) -> int:
+    """Renew ``owner``'s leases on ``keys`` in one statement; how many it still held (a scan taken
+    over by another worker, or already finished, is left alone)."""
+    if not keys:
+        return 0
     with engine.begin() as conn:
-        kept = conn.execute(
+        kept: int = conn.execute(
             scans.update()
-            .where(key.where() & (scans.c.state == PENDING) & (scans.c.lease_owner == owner))
+            .where(sa.or_(*(key.where() for key in keys)))
+            .where((scans.c.state == PENDING) & (scans.c.lease_owner == owner))
             .values(lease_until=now() + lease)
         ).rowcount
-    return bool(kept)
+    return kept
 
 
 def claimable(engine: sa.Engine, limit: int = 20) -> list[VersionKey]:
