@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hokusai_registry.server.policy import is_public, is_write
+from hokusai_registry.server.policy import is_public, is_write, shares_reads
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,22 @@ def test_graphql_cannot_change_data() -> None:
         f"MLflow's GraphQL mutations changed ({mutations}): review policy.GRAPHQL_PATH before allowing "
         "read keys to POST /graphql"
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "shares"),
+    [
+        ("GET", "/api/2.0/mlflow/runs/get", True),
+        ("GET", "/ajax-api/2.0/mlflow/runs/get", True),
+        ("GET", "/api/2.0/mlflow/registered-models/get", True),
+        ("GET", "/api/2.0/mlflow/logged-models/m-0123456789abcdef0123456789abcdef", True),
+        ("GET", "/api/2.0/mlflow/metrics/get-history", False),
+        ("GET", "/api/2.0/mlflow/model-versions/get", False),
+        ("GET", "/api/2.0/mlflow/logged-models/m-1/artifacts/directories", False),
+        ("PATCH", "/api/2.0/mlflow/logged-models/m-1", False),
+        ("POST", "/api/2.0/mlflow/runs/get", False),
+    ],
+)
+def test_the_reads_by_id_that_share(method: str, path: str, shares: bool) -> None:
+    """The reads by id whose check's full read the handler reuses (shared_reads.py)."""
+    assert shares_reads(method, path) is shares

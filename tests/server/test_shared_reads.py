@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.server import auth, handlers
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingSqlStore
 
-from hokusai_registry.server import policy, registry_store, shared_reads
+from hokusai_registry.server import registry_store, shared_reads
 from hokusai_registry.server.context import Principal, RequestState, current_request
 
 
@@ -94,24 +94,6 @@ def test_another_read_only_request_reads_one_row_to_decide(tracking: Any) -> Non
         checked = auth._get_tracking_store().get_run(run_id)
     queries = [statement for statement in sql if not statement.startswith("PRAGMA")]  # MLflow's session
     assert checked.data.params == {} and len(queries) == 1, queries  # the run's row, nothing else
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "shares"),
-    [
-        ("GET", "/api/2.0/mlflow/runs/get", True),
-        ("GET", "/ajax-api/2.0/mlflow/runs/get", True),
-        ("GET", "/api/2.0/mlflow/registered-models/get", True),
-        ("GET", "/api/2.0/mlflow/logged-models/m-0123456789abcdef0123456789abcdef", True),
-        ("GET", "/api/2.0/mlflow/metrics/get-history", False),
-        ("GET", "/api/2.0/mlflow/model-versions/get", False),
-        ("GET", "/api/2.0/mlflow/logged-models/m-1/artifacts/directories", False),
-        ("PATCH", "/api/2.0/mlflow/logged-models/m-1", False),
-        ("POST", "/api/2.0/mlflow/runs/get", False),
-    ],
-)
-def test_the_reads_by_id_that_share(method: str, path: str, shares: bool) -> None:
-    assert policy.shares_reads(method, path) is shares
 
 
 def test_nothing_is_kept_past_the_request_or_outside_one(tracking: Any) -> None:
