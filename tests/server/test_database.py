@@ -1,8 +1,11 @@
-"""Every connection of a worker has PostgreSQL plan statements with their values (database.py)."""
+"""Every connection of a worker has PostgreSQL plan statements with their values; SQLite logs ahead."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -53,3 +56,42 @@ def test_no_connection_prepares_once_installed_even_one_pooled_before(uri: str) 
         assert prepared_after_runs(conn) == 0
     engine.dispose()
     fresh.dispose()
+
+
+def journal_mode(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+def test_an_sqlite_database_switches_to_write_ahead_logging_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE t (a TEXT)")
+        conn.execute("INSERT INTO t VALUES ('kept')")
+    assert journal_mode(path) == "delete"  # SQLite's default, what MLflow runs on unless told
+    assert database.use_write_ahead_log(f"sqlite:///{path}") == "wal"
+    assert journal_mode(path) == "wal"  # stored in the file: every later connection logs ahead
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT a FROM t").fetchall() == [("kept",)]
+    assert database.use_write_ahead_log(f"sqlite:///{path}") == "wal"  # again: nothing changes
+
+
+def test_a_missing_sqlite_database_is_created_logging_ahead(tmp_path: Path) -> None:
+    assert database.use_write_ahead_log(f"sqlite:///{tmp_path / 'new.db'}") == "wal"
+    assert journal_mode(tmp_path / "new.db") == "wal"
+
+
+def test_other_databases_are_left_alone(tmp_path: Path) -> None:
+    assert database.use_write_ahead_log("sqlite:///:memory:") is None
+    assert database.use_write_ahead_log("postgresql://user@127.0.0.1:1/nothing") is None  # never connects
+
+
+def test_a_database_in_the_middle_of_a_write_keeps_its_mode(tmp_path: Path) -> None:
+    """Another server still writing to it: switching would need it alone; `up` goes on, logging why."""
+    path = tmp_path / "busy.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("CREATE TABLE t (a TEXT)")
+        writer.execute("BEGIN EXCLUSIVE")
+        assert database.use_write_ahead_log(f"sqlite:///{path}", busy_timeout=0.1) is None
+        writer.execute("COMMIT")
+    assert journal_mode(path) == "delete"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +55,12 @@ def test_gunicorn_is_refused_before_mlflow_server_starts(tmp_path: Path, monkeyp
     with pytest.raises(ConfigError, match="unset MLFLOW_GUNICORN_OPTS"):
         launch.prepare(Settings(data_dir=tmp_path / "data"))
     assert not (tmp_path / "data").exists()  # refused before anything was written
+
+
+def test_up_serves_its_sqlite_databases_logging_ahead(tmp_path: Path) -> None:
+    """Both of `up`'s embedded databases, before any worker opens them (database.py says why)."""
+    settings = Settings(data_dir=tmp_path / "data")
+    launch.prepare(settings)
+    for name in ("mlflow.db", "auth.db"):
+        with contextlib.closing(sqlite3.connect(tmp_path / "data" / name)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",), name

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hokusai_registry.server import logs
+from hokusai_registry.server import database, logs
 from hokusai_registry.server.flask_hook import AUTHORIZATION_FUNCTION
 from hokusai_registry.server.keys import KeyLimits, KeyStore, NewKey
 from hokusai_registry.server.metrics import MULTIPROC_ENV
@@ -99,6 +99,8 @@ def prepare(settings: Settings) -> Launch:
             )
         )
 
+    for uri in {settings.tracking_uri, settings.auth_database_uri}:  # before any connection of MLflow's
+        database.use_write_ahead_log(uri)
     keys = KeyStore(settings.auth_database_uri, settings.hash_secret(), KeyLimits.of(settings))
     if not keys.users.has_user(settings.admin_username):
         keys.users.create_user(
