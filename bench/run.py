@@ -6,7 +6,7 @@ Run by hand from the repository root; each command starts the servers and prints
     .venv/bin/python bench/run.py latency [--requests 2000]                 # 1 client, request by request
     .venv/bin/python bench/run.py cpu [--rounds 3] [--seconds 8]            # worker CPU ms per request
     .venv/bin/python bench/run.py artifacts [--artifact-rounds 2] [--mib 256]  # PUT/GET via the server
-    .venv/bin/python bench/run.py registration [--runs 20]                  # client log + register
+    .venv/bin/python bench/run.py registration [--runs 20] [--postgres]     # client log + register
     .venv/bin/python bench/run.py mixed [--rate 5] [--rounds 3] [--seconds 8]  # reads while others register
     .venv/bin/python bench/run.py profile [--profile-seconds 10]            # py-spy on our worker
     .venv/bin/python bench/run.py all                                       # all of them, one server set
@@ -22,6 +22,8 @@ Run by hand from the repository root; each command starts the servers and prints
     .venv/bin/python bench/run.py fleet [--rounds 3] [--seconds 8]          # HAProxy: 1 vs 2 replicas
 
 `--kinds stock,ours` skips MLflow's basic-auth server (slow to measure: scrypt per request).
+`--postgres` gives every server its own database in one throw-away PostgreSQL 15 instead of SQLite
+(every command but `ui` and `fleet`; `fleet` always runs on PostgreSQL).
 
 Needs wrk (apt-get install wrk) and, for `profile`, py-spy in the venv (pip install py-spy).
 """
@@ -722,7 +724,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000", help="scale: foreign rows, growing")
     parser.add_argument("--scale-kind", default="models", choices=("models", "experiments"))
     parser.add_argument("--scale-requests", type=int, default=40, help="scale: first pages per target")
-    parser.add_argument("--postgres", action="store_true", help="scale: PostgreSQL instead of SQLite")
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL, not SQLite (not ui)")
     parser.add_argument("--ui-size", type=int, default=10_000, help="ui: foreign registered models")
     parser.add_argument("--ui-loads", type=int, default=5, help="ui: timed page loads per server")
     parser.add_argument("--scan-sizes", default="10,300,2048", help="scanning: model sizes in MiB")
@@ -741,11 +743,13 @@ def main() -> None:
     wanted = set(commands[: commands.index("all")]) if args.command == "all" else {args.command}
     kinds = (args.profile_kind,) if wanted == {"profile"} else tuple(args.kinds.split(","))
 
-    with (
-        tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp,
-        all_running(Path(tmp), kinds) as servers,
-    ):
+    from scale import pg_databases
+
+    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp, ExitStack() as stack:
         root = Path(tmp)
+        backends = stack.enter_context(contextmanager(pg_databases)(root, kinds)) if args.postgres else None
+        servers = stack.enter_context(all_running(root, kinds, backends))
+        print(f"database: {'PostgreSQL 15' if args.postgres else 'SQLite'}", flush=True)
         print(f"load average before: {os.getloadavg()}", file=sys.stderr)
         print(f"CPUs: {'not pinned (--no-pin)' if args.no_pin else pin_cpus(servers)}\n", flush=True)
         if "requests" in wanted:

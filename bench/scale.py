@@ -223,18 +223,19 @@ def bench_scale(stock: Server, ours: Server, kind_name: str, sizes: list[int], r
     return "\n".join(lines) + "\n\n" + "\n".join(through)
 
 
-def pg_databases(root: Path) -> Iterator[dict[str, str]]:
+def pg_databases(root: Path, kinds: tuple[str, ...] = ("stock", "ours")) -> Iterator[dict[str, str]]:
     """A throw-away PostgreSQL with one database per server kind."""
     from tests.services import run_postgres
 
+    names = {kind: kind.replace("-", "_") for kind in kinds}
     with run_postgres() as uri:
         engine = sa.create_engine(uri, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
-            for kind in ("stock", "ours"):
-                conn.execute(sa.text(f"CREATE DATABASE {kind}"))
+            for name in names.values():
+                conn.execute(sa.text(f"CREATE DATABASE {name}"))
         engine.dispose()
         base = uri.rsplit("/", 1)[0]
-        yield {kind: f"{base}/{kind}" for kind in ("stock", "ours")}
+        yield {kind: f"{base}/{name}" for kind, name in names.items()}
 
 
 def seed_keys(server: Server, keys: int, users: int) -> None:
