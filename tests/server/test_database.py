@@ -11,8 +11,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from hokusai_registry.server import database
-from tests.services import run_postgres
+from hokusai_registry.server import database, outages, schema
+from tests.services import Postgres, postgres_cluster, run_postgres
 
 # The statement shape whose generic plan walks the whole index (a scoped search's first query).
 SCOPED = sa.text("SELECT name FROM models WHERE name IN ('m1', 'm5', 'absent') ORDER BY name LIMIT 11")
@@ -95,3 +95,56 @@ def test_a_database_in_the_middle_of_a_write_keeps_its_mode(tmp_path: Path) -> N
         assert database.use_write_ahead_log(f"sqlite:///{path}", busy_timeout=0.1) is None
         writer.execute("COMMIT")
     assert journal_mode(path) == "delete"
+
+
+OTHER_SESSIONS_LAST_STATEMENT = sa.text(
+    "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+
+@pytest.fixture(scope="module")
+def auth_cluster() -> Iterator[Postgres]:
+    """A PostgreSQL with the auth epoch tables, restartable (its own cluster)."""
+    with postgres_cluster() as cluster:
+        engine = sa.create_engine(cluster.uri)
+        schema.create_tables(engine)
+        schema.bump_user_epoch(engine, "alice")
+        engine.dispose()
+        yield cluster
+
+
+def test_the_epoch_read_is_its_statement_alone_on_postgresql(auth_cluster: Postgres) -> None:
+    """No transaction around it (MLflow's pool would send BEGIN and ROLLBACK too) and its own pool."""
+    mlflow_like = sa.create_engine(auth_cluster.uri, pool_pre_ping=True)
+    engine = database.single_statement_engine(mlflow_like)
+    assert engine is not mlflow_like
+    assert schema.read_epochs(engine, "alice") == (0, 1)
+    with mlflow_like.connect() as conn:
+        last = conn.execute(OTHER_SESSIONS_LAST_STATEMENT).scalars().all()
+    # the pooled connection's last statement is the read (psycopg numbers the placeholder): no ROLLBACK
+    assert last == [schema.READ_EPOCHS_FORMAT.replace("%s", "$1")]
+    engine.dispose()
+    mlflow_like.dispose()
+
+
+def test_the_epoch_read_survives_a_database_restart_between_requests(auth_cluster: Postgres) -> None:
+    """Its pool does not ping, so its connections die with the server: the read retries once anew."""
+    engine = database.single_statement_engine(sa.create_engine(auth_cluster.uri))
+    for _ in range(3):
+        assert schema.read_epochs(engine, "alice") == (0, 1)
+        auth_cluster.stop()
+        auth_cluster.start()
+    assert schema.read_epochs(engine, "alice") == (0, 1)
+    auth_cluster.stop()
+    try:  # down: refused at once, as the database's outage (a 503 upstream)
+        with pytest.raises(Exception) as raised:
+            schema.read_epochs(engine, "alice")
+        assert outages.dependency(raised.value) == "database"
+    finally:
+        auth_cluster.start()
+    engine.dispose()
+
+
+def test_sqlite_reads_its_epochs_from_mlflows_own_pool(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'auth.db'}")
+    assert database.single_statement_engine(engine) is engine  # nothing to save without a network

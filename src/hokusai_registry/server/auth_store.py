@@ -29,10 +29,12 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import sqlalchemy as sa
 from mlflow.server.auth.entities import User
 
 from hokusai_registry.server import outages
 from hokusai_registry.server.context import current_principal, current_request
+from hokusai_registry.server.database import single_statement_engine
 from hokusai_registry.server.mlflow_adapter import (
     Delegating,
     GrantList,
@@ -76,6 +78,7 @@ class CachedAuthStore(Delegating):
         # One load lock per stripe of keys: a slow load (an owner's 100,000 grants) holds up only the
         # requests that wait for the same answer, not every other user's cache miss.
         self._load_locks = tuple(threading.Lock() for _ in range(LOAD_STRIPES))
+        self._epochs_engine: sa.Engine | None = None  # the store has its engine once MLflow inits it
 
     def __getattr__(self, name: str) -> Any:
         attribute = super().__getattr__(name)
@@ -142,7 +145,7 @@ class CachedAuthStore(Delegating):
             return
         username = state.principal.username if state is not None else None
         with _unavailable_when_down("reading the auth epochs"):
-            epoch, user_epoch = read_epochs(self.wrapped.engine, username)
+            epoch, user_epoch = read_epochs(self._epochs(), username)
         now = self._clock()
         with self._lock:
             if epoch != self._epoch:
@@ -158,6 +161,13 @@ class CachedAuthStore(Delegating):
                 self._user_epochs[username] = user_epoch
         if state is not None:
             state.auth_epoch = epoch
+
+    def _epochs(self) -> sa.Engine:
+        if self._epochs_engine is None:
+            with self._lock:
+                if self._epochs_engine is None:
+                    self._epochs_engine = single_statement_engine(self.wrapped.engine)
+        return self._epochs_engine
 
     def _empty(self) -> None:
         self._entries, self._keys_of, self._user_epochs, self._name_of = {}, {}, {}, {}

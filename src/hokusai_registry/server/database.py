@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["install", "use_write_ahead_log"]
+__all__ = ["install", "single_statement_engine", "use_write_ahead_log"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,22 @@ def install() -> None:
     """Apply to every connection pool of this process, those made before included (on checkout)."""
     if not sa.event.contains(sa.pool.Pool, "checkout", _plan_with_values):
         sa.event.listen(sa.pool.Pool, "checkout", _plan_with_values)
+
+
+def single_statement_engine(engine: sa.Engine) -> sa.Engine:
+    """A small second pool to ``engine``'s PostgreSQL database for a statement read alone on every
+    request (the auth epochs): in autocommit, and without MLflow's ping at each checkout. A read from
+    MLflow's pool is four round trips (ping, BEGIN, the statement, ROLLBACK), 0.6 ms on loopback;
+    here it is one. Without the ping, a connection the database dropped fails at its next use, so its
+    caller retries once (``schema.read_epochs``). At most two connections: the statement takes a
+    fraction of a millisecond, so a third request waits for one rather than opening more (the
+    connection budget in docs/operations.md). Any other database gets ``engine`` itself (SQLite has
+    no round trips to save)."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    return sa.create_engine(
+        engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=2, max_overflow=0
+    )
 
 
 def use_write_ahead_log(uri: str, busy_timeout: float = 5.0) -> str | None:
