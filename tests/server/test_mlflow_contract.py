@@ -33,6 +33,7 @@ from hokusai_registry.server import mlflow_adapter
 from hokusai_registry.server.auth_store import CachedAuthStore
 from hokusai_registry.server.registry_store import RegistryStore
 from hokusai_registry.server.schema import create_tables, read_epochs
+from tests.services import Postgres, postgres_cluster
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "hokusai_registry"
 ADAPTER = SRC / "server" / "mlflow_adapter.py"
@@ -847,12 +848,32 @@ def test_the_auth_app_reads_entities_only_where_it_was_audited() -> None:
     assert {"_get_tracking_store", "_get_model_registry_store"} <= imported
 
 
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+def fresh_database(cluster: Postgres) -> str:
+    name = f"t{os.urandom(6).hex()}"
+    engine = sa.create_engine(cluster.uri, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return f"{cluster.uri.rsplit('/', 1)[0]}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """MLflow's SQL tracking and registry stores; on PostgreSQL the row lookups read from the
+    single-statement pool (database.py), on SQLite through MLflow's own session."""
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistrySqlStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingSqlStore
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    if request.param == "sqlite":
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    else:
+        uri = fresh_database(request.getfixturevalue("postgres"))
     tracking = TrackingSqlStore(uri, str(tmp_path / "artifacts"))
     registry = RegistrySqlStore(uri)
     yield tracking, registry
@@ -922,6 +943,33 @@ def test_row_lookups_find_what_mlflows_full_reads_find(stores: tuple[Any, Any]) 
                 model._is_prompt(),
                 model.workspace,
             )
+
+
+def test_row_lookups_survive_a_database_restart_between_requests(postgres: Postgres, tmp_path: Path) -> None:
+    """The single-statement pool does not ping: a lookup on a connection the restart ended is
+    tried once more on a new one, so no request fails for it (PostgreSQL answers 57P01 first).
+    Pins ``_get_managed_session_maker`` too: the session it makes of ours translates errors as MLflow's."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistrySqlStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingSqlStore
+
+    uri = fresh_database(postgres)
+    tracking, registry = TrackingSqlStore(uri, str(tmp_path / "artifacts")), RegistrySqlStore(uri)
+    run_id = tracking.create_run(tracking.create_experiment("e"), "u", 0, [], None).info.run_id
+    registry.create_registered_model("m")
+    for _ in range(2):
+        assert mlflow_adapter.run_row(tracking, run_id).info.run_id == run_id
+        assert mlflow_adapter.registered_model_row(registry, "m").name == "m"
+        postgres.stop()
+        postgres.start()
+    assert mlflow_adapter.run_row(tracking, run_id).info.run_id == run_id
+    assert mlflow_adapter.registered_model_row(registry, "m").name == "m"
+    postgres.stop()
+    try:  # down: MLflow's own answer for it (its managed session's translation), a 503
+        assert error_code(mlflow_adapter.run_row, tracking, run_id) == "TEMPORARILY_UNAVAILABLE"
+    finally:
+        postgres.start()
+    tracking.engine.dispose()
+    registry.engine.dispose()
 
 
 def test_runs_get_and_logged_models_get_read_through_the_sql_store_classs_methods() -> None:

@@ -6,6 +6,7 @@ who scans, and a verdict is recorded once.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -418,3 +419,22 @@ def test_a_sweep_while_the_database_is_away_logs_one_line_and_no_traceback(
     (line,) = [r for r in caplog.records if r.name == "hokusai_registry.server.scan_service"]
     assert line.levelname == "WARNING" and "database unreachable" in line.getMessage()
     assert line.exc_info is None
+
+
+@pytest.mark.parametrize("leased", [True, False])
+def test_the_pending_row_inserted_is_the_row_read_back(world: World, leased: bool) -> None:
+    """An inline scan starts from what ``insert_pending`` returns instead of reading the row again."""
+    key = VersionKey("default", "returned", 3)
+    with world.engine.begin() as conn:
+        inserted = scan_store.insert_pending(
+            conn,
+            key,
+            "runs:/r/model",
+            None,
+            blocked=True,
+            leased_to=("w1", dt.timedelta(seconds=30)) if leased else None,
+        )
+    stored = scan_store.get(world.engine, key)
+    assert stored is not None
+    naive = dataclasses.replace(inserted, created_at=inserted.created_at.replace(tzinfo=None))
+    assert dataclasses.replace(stored, created_at=stored.created_at.replace(tzinfo=None)) == naive

@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import threading
 from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["install", "single_statement_engine", "use_write_ahead_log"]
+__all__ = ["ended_by_server", "install", "single_statement_engine", "use_write_ahead_log"]
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,41 @@ def install() -> None:
 
 
 def single_statement_engine(engine: sa.Engine) -> sa.Engine:
-    """A small second pool to ``engine``'s PostgreSQL database for a statement read alone on every
-    request (the auth epochs): in autocommit, and without MLflow's ping at each checkout. A read from
-    MLflow's pool is four round trips (ping, BEGIN, the statement, ROLLBACK), 0.6 ms on loopback;
-    here it is one. Without the ping, a connection the database dropped fails at its next use, so its
-    caller retries once (``schema.read_epochs``). At most two connections: the statement takes a
-    fraction of a millisecond, so a third request waits for one rather than opening more (the
-    connection budget in docs/operations.md). Any other database gets ``engine`` itself (SQLite has
-    no round trips to save)."""
+    """A small second pool to ``engine``'s PostgreSQL database, one per database and process, for
+    the statements read alone on every request (the auth epochs, the row a permission check decides
+    on): in autocommit, and without MLflow's ping at each checkout. A read from MLflow's pool is four
+    round trips (ping, BEGIN, the statement, COMMIT or ROLLBACK), 0.6 ms on loopback; here it is one.
+    Without the ping, a connection the database dropped fails at its next use, so callers retry once
+    (it is then invalidated with its pool). At most two connections: a statement takes a fraction of
+    a millisecond, so a third request waits for one rather than opening more (the connection budget
+    in docs/operations.md). Any other database gets ``engine`` itself (SQLite has no round trips)."""
     if engine.dialect.name != "postgresql":
         return engine
-    return sa.create_engine(
-        engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=2, max_overflow=0
-    )
+    url = engine.url.render_as_string(hide_password=False)
+    with _lock:
+        single = _single_statement_engines.get(url)
+        if single is None:
+            single = sa.create_engine(
+                engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=2, max_overflow=0
+            )
+            sa.event.listen(single, "handle_error", _server_shutdown_is_a_disconnect)
+            _single_statement_engines[url] = single
+    return single
+
+
+_lock = threading.Lock()
+_single_statement_engines: dict[str, sa.Engine] = {}
+
+
+def ended_by_server(error: BaseException) -> bool:
+    """PostgreSQL ended the session (SQLSTATE class 57P: shut down, crashed, restarting): psycopg
+    reports that on the connection's next statement without calling the connection broken."""
+    return str(getattr(error, "sqlstate", None) or "").startswith("57P")
+
+
+def _server_shutdown_is_a_disconnect(context: sa.engine.ExceptionContext) -> None:
+    if ended_by_server(context.original_exception):
+        context.is_disconnect = True  # SQLAlchemy then invalidates the pool and says so on the error
 
 
 def use_write_ahead_log(uri: str, busy_timeout: float = 5.0) -> str | None:

@@ -64,7 +64,9 @@ What we rely on (MLflow 3.17):
     tags, params, metrics, inputs and outputs. Likewise its ``_get_model_registry_store`` global, whose
     registered models it reads for ``_is_prompt()`` (the tags) and ``workspace`` only;
     ``_get_registered_model(session, name)`` finds the row as ``get_registered_model`` does before that
-    loads every version of the model (:func:`install_auth_row_lookups`). The handlers of ``runs/get``
+    loads every version of the model (:func:`install_auth_row_lookups`). On PostgreSQL those rows are read
+    in ``mlflow.store.db.utils._get_managed_session_maker(sessionmaker, db_type)``'s session (MLflow's
+    commit and error translation) bound to our single-statement pool. The handlers of ``runs/get``
     and ``logged-models/<id>`` read through the SQL tracking store class's ``get_run`` and
     ``get_logged_model``, so a full read the auth app made in the same request can be handed to them
     (:func:`intercept_store_method`, shared_reads.py).
@@ -81,6 +83,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+import sqlalchemy.orm
+
+from hokusai_registry.server import database
 
 __all__ = [
     "ADMIN_BOOTSTRAPPED_ENV",
@@ -234,6 +239,7 @@ class Delegating:
 
 
 W = TypeVar("W", bound=Delegating)
+T = TypeVar("T")
 
 
 def _original(store: Any) -> Any:
@@ -337,7 +343,8 @@ def run_row(store: Any, run_id: str) -> Any:
     store = _original(store)
     if not isinstance(store, SqlAlchemyStore):
         return store.get_run(run_id)
-    with store.ManagedSessionMaker() as session:
+
+    def read(session: Any) -> Any:
         row = store._get_run(session, run_id)
         info = RunInfo(
             run_id=row.run_uuid,
@@ -350,7 +357,9 @@ def run_row(store: Any, run_id: str) -> Any:
             lifecycle_stage=row.lifecycle_stage,
             artifact_uri=row.artifact_uri,
         )
-    return Run(run_info=info, run_data=RunData())
+        return Run(run_info=info, run_data=RunData())
+
+    return _read_row(store, read)
 
 
 def logged_model_row(store: Any, model_id: str, allow_deleted: bool = False) -> Any:
@@ -362,7 +371,8 @@ def logged_model_row(store: Any, model_id: str, allow_deleted: bool = False) -> 
     store = _original(store)
     if not isinstance(store, SqlAlchemyStore):
         return store.get_logged_model(model_id, allow_deleted)
-    with store.ManagedSessionMaker() as session:
+
+    def read(session: Any) -> Any:
         query = store._get_query(session, SqlLoggedModel).filter(SqlLoggedModel.model_id == model_id)
         if not allow_deleted:
             query = query.filter(SqlLoggedModel.lifecycle_stage != LifecycleStage.DELETED)
@@ -382,6 +392,8 @@ def logged_model_row(store: Any, model_id: str, allow_deleted: bool = False) -> 
             status_message=row.status_message,
         )
 
+    return _read_row(store, read)
+
 
 def registered_model_row(store: Any, name: str) -> Any:
     """``store.get_registered_model(name)`` with its tags only (no versions, no aliases); the same errors."""
@@ -391,7 +403,8 @@ def registered_model_row(store: Any, name: str) -> Any:
     store = _original(store)
     if not isinstance(store, SqlAlchemyStore):
         return store.get_registered_model(name)
-    with store.ManagedSessionMaker() as session:
+
+    def read(session: Any) -> Any:
         row = store._get_registered_model(session, name)
         return RegisteredModel(
             row.name,
@@ -401,6 +414,35 @@ def registered_model_row(store: Any, name: str) -> Any:
             tags=[tag.to_mlflow_entity() for tag in row.registered_model_tags],
             workspace=row.workspace,
         )
+
+    return _read_row(store, read)
+
+
+def _read_row(store: Any, read: Callable[[Any], T]) -> T:
+    """``read`` in MLflow's managed session (its commit and its error translation): on PostgreSQL one
+    of the single-statement pool (database.py; the primary, never a read replica), tried once more on
+    a new connection if the pooled one was found dead."""
+    try:
+        with _row_session(store) as session:
+            return read(session)
+    except Exception as error:
+        lost = error.__cause__ if isinstance(error.__cause__, sa.exc.DBAPIError) else error
+        if not (isinstance(lost, sa.exc.DBAPIError) and lost.connection_invalidated):
+            raise
+    with _row_session(store) as session:
+        return read(session)
+
+
+def _row_session(store: Any) -> Any:
+    engine = database.single_statement_engine(store.engine)
+    return store.ManagedSessionMaker() if engine is store.engine else _managed_sessions(engine)()
+
+
+@functools.cache
+def _managed_sessions(engine: sa.Engine) -> Any:
+    from mlflow.store.db.utils import _get_managed_session_maker
+
+    return _get_managed_session_maker(sa.orm.sessionmaker(bind=engine), engine.dialect.name)
 
 
 def install_auth_row_lookups(share_full_read: Callable[[], bool]) -> None:

@@ -137,7 +137,7 @@ class ScanService:
             self._refuse_unserved(row.storage_location)
         prefix = artifact_prefix(row.storage_location, self.artifacts_uri)
         # Leased to this worker from the start: the same thread scans it as soon as MLflow returns.
-        scan_store.insert_pending(
+        self._inserted.record = scan_store.insert_pending(
             conn,
             key,
             row.storage_location,
@@ -145,7 +145,6 @@ class ScanService:
             blocked=self.policy == "block",
             leased_to=(self.owner, LEASE),
         )
-        self._inserted.key = key
         return scan_store.PENDING_REGISTRATION
 
     def _refuse_unserved(self, storage_location: str) -> None:
@@ -164,15 +163,15 @@ class ScanService:
             )
 
     def before_create(self) -> None:
-        self._inserted.key = None  # whatever an earlier, failed create on this thread left
+        self._inserted.record = None  # whatever an earlier, failed create on this thread left
 
     def after_create(self) -> Recorded | RecordedElsewhere | None:
-        """Scan the version this thread just inserted: what its verdict wrote to it when this request
-        recorded one (scanned inline), ``RECORDED_ELSEWHERE`` when it scanned inline but another
-        worker recorded the verdict first, else None (its scan goes on in the background)."""
-        key: VersionKey | None = getattr(self._inserted, "key", None)
-        self._inserted.key = None
-        record = scan_store.get(self.engine, key) if key is not None else None
+        """Scan the version this thread just inserted (its row as inserted, committed with the version):
+        what its verdict wrote to it when this request recorded one (scanned inline),
+        ``RECORDED_ELSEWHERE`` when it scanned inline but another worker recorded the verdict first,
+        else None (its scan goes on in the background)."""
+        record: ScanRecord | None = getattr(self._inserted, "record", None)
+        self._inserted.record = None
         if record is None:
             return None
         try:

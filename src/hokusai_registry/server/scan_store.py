@@ -140,7 +140,9 @@ def insert_pending(
     *,
     blocked: bool,
     leased_to: tuple[str, dt.timedelta] | None = None,
-) -> None:
+) -> ScanRecord:
+    """Insert ``key``'s pending scan row (in the version's own inserting transaction); the row as
+    inserted, so the scan that follows in the same request need not read it back."""
     owner, lease = leased_to if leased_to else (None, None)
     at = now()
     # A row left by a deleted model of the same name and number gives way to the new version.
@@ -159,6 +161,21 @@ def insert_pending(
             attempts=1 if owner else 0,
             created_at=at,
         )
+    )
+    return ScanRecord(
+        key=key,
+        storage_location=storage_location,
+        artifact_prefix=prefix,
+        state=PENDING,
+        blocked=blocked,
+        verdict=None,
+        summary=None,
+        report=None,
+        attempts=1 if owner else 0,
+        created_at=at,
+        finished_at=None,
+        released_by=None,
+        released_reason=None,
     )
 
 

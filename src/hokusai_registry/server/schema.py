@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from hokusai_registry.server.database import ended_by_server
+
 metadata = sa.MetaData()
 
 api_keys = sa.Table(
@@ -135,7 +137,7 @@ def _read_epochs(engine: sa.Engine, username: str | None) -> tuple[int, int]:
             cursor.close()
     except dbapi_error as exc:
         raw = conn.dbapi_connection
-        dead = engine.dialect.is_disconnect(exc, raw, None) or _shut_down(exc)  # type: ignore[arg-type]
+        dead = engine.dialect.is_disconnect(exc, raw, None) or ended_by_server(exc)  # type: ignore[arg-type]
         if dead:
             conn.invalidate(exc)
         raise sa.exc.DBAPIError.instance(
@@ -174,9 +176,3 @@ def bump_user_epoch(engine: sa.Engine, username: str) -> None:
                 return
             except sa.exc.IntegrityError:
                 pass
-
-
-def _shut_down(error: Exception) -> bool:
-    """PostgreSQL ended the session (SQLSTATE class 57P: shut down, crashed, restarting): psycopg
-    reports that on the connection's next statement without calling the connection broken."""
-    return str(getattr(error, "sqlstate", None) or "").startswith("57P")
