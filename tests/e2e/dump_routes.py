@@ -87,6 +87,7 @@ def decisions(fastapi_app: Any, path: str, methods: list[str]) -> dict[str, dict
         scope = {"type": "http", "path": path, "method": method, "root_path": "", "headers": []}
         found[method] = {
             "gate_bypasses": gate.bound_for_flask(scope),
+            "artifact_transfer": gate.is_artifact_transfer(scope),
             "mlflow_undecided": _find_fastapi_validator(path, method) is None
             and not _scope_matches_native_route(native, scope),
         }

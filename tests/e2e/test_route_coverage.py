@@ -85,11 +85,14 @@ def test_every_route_requires_a_key_or_is_public_on_purpose(registry: Registry, 
 def test_the_permission_gate_bypasses_only_what_mlflow_leaves_undecided(routes: list[dict]) -> None:
     """Our gate (permission_gate.py) skips MLflow's FastAPI permission middleware exactly when that
     middleware would pass the request on without a decision; native routes always go through it."""
-    disagree, bypassed, native_guarded = [], 0, 0
+    disagree, bypassed, native_guarded, transfers = [], 0, 0, 0
     for route in routes:
         for method, decision in route["decisions"].items():
             if decision["gate_bypasses"] != decision["mlflow_undecided"]:
                 disagree.append((method, route["path"], decision))
+            if decision["artifact_transfer"]:  # checked before the bypass: MLflow must decide each one
+                transfers += 1
+                assert not decision["mlflow_undecided"], (method, route["path"])
             bypassed += decision["gate_bypasses"]
             if route["source"] == "fastapi":
                 native_guarded += not decision["gate_bypasses"]
@@ -97,6 +100,7 @@ def test_the_permission_gate_bypasses_only_what_mlflow_leaves_undecided(routes: 
     assert not disagree, disagree
     assert bypassed > 300, "the Flask API routes should take the fast path"
     assert native_guarded > 10
+    assert transfers >= 2  # the native GET and PUT of mlflow-artifacts/artifacts/...
 
 
 def test_public_routes_really_answer_without_a_key(registry: Registry) -> None:

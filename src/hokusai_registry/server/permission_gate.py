@@ -56,10 +56,13 @@ class PermissionGate:
         self._decisions: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=4096)  # event loop only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.bound_for_flask(scope):
-            await self.app(scope, receive, send)
-        elif scope["type"] == "http" and self.is_artifact_transfer(scope):
+        # Artifact transfers first: a prefix test, where ``bound_for_flask`` misses its cache on every
+        # new file's path and walks the native routes (MLflow decides every transfer; the route test
+        # pins that no transfer is one it leaves undecided).
+        if scope["type"] == "http" and self.is_artifact_transfer(scope):
             await self._decide_then_stream(scope, receive, send)
+        elif scope["type"] == "http" and self.bound_for_flask(scope):
+            await self.app(scope, receive, send)
         else:
             await self.mlflow_middleware(scope, receive, send)
 
