@@ -23,7 +23,9 @@ Run by hand from the repository root; each command starts the servers and prints
 
 `--kinds stock,ours` skips MLflow's basic-auth server (slow to measure: scrypt per request).
 `--postgres` gives every server its own database in one throw-away PostgreSQL 15 instead of SQLite
-(every command but `ui` and `fleet`; `fleet` always runs on PostgreSQL).
+(requests, latency, cpu, artifacts, registration, mixed, profile, all and scale; the basic-auth
+server's users stay in SQLite; `fleet` always runs on PostgreSQL). On SQLite, ours runs its
+databases write-ahead logged (`up` does) and stock and basic in SQLite's default rollback journal.
 
 Needs wrk (apt-get install wrk) and, for `profile`, py-spy in the venv (pip install py-spy).
 """

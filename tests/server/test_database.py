@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +78,15 @@ def test_an_sqlite_database_switches_to_write_ahead_logging_and_keeps_its_rows(t
     assert database.use_write_ahead_log(f"sqlite:///{path}") == "wal"  # again: nothing changes
 
 
+def test_commits_in_write_ahead_logging_are_synced_by_default(tmp_path: Path) -> None:
+    """What the durability claim rests on: MLflow's connections set no ``synchronous``, so they run
+    at the library's default for WAL, which must be FULL (2), not NORMAL (a power loss could then
+    take the last commits)."""
+    database.use_write_ahead_log(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with contextlib.closing(sqlite3.connect(tmp_path / "mlflow.db")) as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)
+
+
 def test_a_missing_sqlite_database_is_created_logging_ahead(tmp_path: Path) -> None:
     assert database.use_write_ahead_log(f"sqlite:///{tmp_path / 'new.db'}") == "wal"
     assert journal_mode(tmp_path / "new.db") == "wal"
@@ -83,6 +94,9 @@ def test_a_missing_sqlite_database_is_created_logging_ahead(tmp_path: Path) -> N
 
 def test_other_databases_are_left_alone(tmp_path: Path) -> None:
     assert database.use_write_ahead_log("sqlite:///:memory:") is None
+    assert database.use_write_ahead_log("./mlruns") is None  # no URI: MLflow answers for it
+    (tmp_path / "notes.db").write_text("not a database, " * 100)
+    assert database.use_write_ahead_log(f"sqlite:///{tmp_path / 'notes.db'}") is None
     assert database.use_write_ahead_log("postgresql://user@127.0.0.1:1/nothing") is None  # never connects
 
 
@@ -104,11 +118,15 @@ OTHER_SESSIONS_LAST_STATEMENT = sa.text(
 
 @pytest.fixture(scope="module")
 def auth_cluster() -> Iterator[Postgres]:
-    """A PostgreSQL with the auth epoch tables, restartable (its own cluster)."""
+    """A PostgreSQL cluster of its own (these tests restart it) with the auth epoch tables."""
     with postgres_cluster() as cluster:
+        if not cluster.controllable:
+            pytest.skip("restarts a PostgreSQL of its own; HOKUSAI_TEST_POSTGRES_URI names a shared one")
         engine = sa.create_engine(cluster.uri)
         schema.create_tables(engine)
         schema.bump_user_epoch(engine, "alice")
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE runs (id INTEGER PRIMARY KEY)"))
         engine.dispose()
         yield cluster
 
@@ -116,7 +134,7 @@ def auth_cluster() -> Iterator[Postgres]:
 def test_the_epoch_read_is_its_statement_alone_on_postgresql(auth_cluster: Postgres) -> None:
     """No transaction around it (MLflow's pool would send BEGIN and ROLLBACK too) and its own pool."""
     mlflow_like = sa.create_engine(auth_cluster.uri, pool_pre_ping=True)
-    engine = database.single_statement_engine(mlflow_like)
+    engine = database.single_statement_engine(mlflow_like, "epochs")
     assert engine is not mlflow_like
     assert schema.read_epochs(engine, "alice") == (0, 1)
     with mlflow_like.connect() as conn:
@@ -129,7 +147,7 @@ def test_the_epoch_read_is_its_statement_alone_on_postgresql(auth_cluster: Postg
 
 def test_the_epoch_read_survives_a_database_restart_between_requests(auth_cluster: Postgres) -> None:
     """Its pool does not ping, so its connections die with the server: the read retries once anew."""
-    engine = database.single_statement_engine(sa.create_engine(auth_cluster.uri))
+    engine = database.single_statement_engine(sa.create_engine(auth_cluster.uri), "epochs")
     for _ in range(3):
         assert schema.read_epochs(engine, "alice") == (0, 1)
         auth_cluster.stop()
@@ -145,6 +163,38 @@ def test_the_epoch_read_survives_a_database_restart_between_requests(auth_cluste
     engine.dispose()
 
 
-def test_sqlite_reads_its_epochs_from_mlflows_own_pool(tmp_path: Path) -> None:
+def test_reads_stuck_behind_a_lock_hold_up_no_epoch_read(auth_cluster: Postgres) -> None:
+    """A migration holding a table: the permission checks reading it wait, every other request's
+    epoch read goes on (the two have a pool each), and a check that finds no free connection in
+    time fails as the database's outage instead of waiting SQLAlchemy's 30 s."""
+    base = sa.create_engine(auth_cluster.uri)
+    rows = database.single_statement_engine(base, "rows")
+    epochs = database.single_statement_engine(base, "epochs")
+    assert rows is not epochs
+    kept, overflow = database.POOL_SIZES["rows"]
+    with base.connect() as migration:
+        migration.execute(sa.text("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE"))
+        stuck = [
+            threading.Thread(target=read_runs, args=(rows,), daemon=True) for _ in range(kept + overflow)
+        ]
+        for thread in stuck:
+            thread.start()
+        time.sleep(0.5)  # both rows connections now wait for the lock
+        started = time.monotonic()
+        assert schema.read_epochs(epochs, "alice") == (0, 1)
+        assert time.monotonic() - started < 1
+        migration.rollback()
+    for thread in stuck:
+        thread.join(10)
+    base.dispose()
+
+
+def read_runs(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
+
+
+def test_sqlite_reads_from_mlflows_own_pool(tmp_path: Path) -> None:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'auth.db'}")
-    assert database.single_statement_engine(engine) is engine  # nothing to save without a network
+    for purpose in ("epochs", "rows"):
+        assert database.single_statement_engine(engine, purpose) is engine  # no round trips to save

@@ -166,7 +166,7 @@ class CachedAuthStore(Delegating):
         if self._epochs_engine is None:
             with self._lock:
                 if self._epochs_engine is None:
-                    self._epochs_engine = single_statement_engine(self.wrapped.engine)
+                    self._epochs_engine = single_statement_engine(self.wrapped.engine, "epochs")
         return self._epochs_engine
 
     def _empty(self) -> None:

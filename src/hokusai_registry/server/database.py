@@ -12,8 +12,9 @@ An SQLite database (``up``'s embedded default) is switched to write-ahead loggin
 starts; the mode is kept in the file. A commit then syncs the log once instead of a rollback journal
 and the database (0.2 ms against 0.7 ms a commit on this project's test VM, a dozen commits a
 registration), and a worker reading never waits for another one's write. Every commit is still
-synced (SQLite's ``synchronous`` stays FULL), so a committed write survives a power loss as before.
-The log needs the workers on one host, as SQLite itself does.
+synced: ``synchronous`` stays at the library's default, FULL in the SQLite that Python and Debian
+ship (a test pins it), so a committed write survives a power loss as before. The log needs the
+workers on one host and a local disk, as SQLite itself does.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -42,31 +43,45 @@ def install() -> None:
         sa.event.listen(sa.pool.Pool, "checkout", _plan_with_values)
 
 
-def single_statement_engine(engine: sa.Engine) -> sa.Engine:
-    """A small second pool to ``engine``'s PostgreSQL database, one per database and process, for
-    the statements read alone on every request (the auth epochs, the row a permission check decides
-    on): in autocommit, and without MLflow's ping at each checkout. A read from MLflow's pool is four
-    round trips (ping, BEGIN, the statement, COMMIT or ROLLBACK), 0.6 ms on loopback; here it is one.
-    Without the ping, a connection the database dropped fails at its next use, so callers retry once
-    (it is then invalidated with its pool). At most two connections: a statement takes a fraction of
-    a millisecond, so a third request waits for one rather than opening more (the connection budget
-    in docs/operations.md). Any other database gets ``engine`` itself (SQLite has no round trips)."""
+Purpose = Literal["epochs", "rows"]
+# Connections per worker and purpose: the auth epochs, read by every request, and the rows permission
+# checks decide on. Each purpose has its own pool, so reads stuck behind a lock on a table (a migration
+# holding ``runs``) never hold up every other request's epoch read.
+POOL_SIZES: dict[Purpose, tuple[int, int]] = {"epochs": (1, 0), "rows": (1, 1)}  # (kept, overflow)
+POOL_TIMEOUT_SECONDS = 5  # then a 503 with Retry-After, not a request held for SQLAlchemy's 30 s
+
+
+def single_statement_engine(engine: sa.Engine, purpose: Purpose) -> sa.Engine:
+    """A small second pool to ``engine``'s PostgreSQL database, one per database, purpose and
+    process, for statements read alone on every request: in autocommit, and without MLflow's ping at
+    each checkout. A read from MLflow's pool is four round trips (ping, BEGIN, the statement, COMMIT or
+    ROLLBACK), 0.6 ms on loopback; here it is one per statement. Without the ping, a connection the
+    database dropped fails at its next use, so callers retry once (it is then invalidated with its
+    pool). One connection for the epochs and two for rows: a statement takes a fraction of a
+    millisecond, so another request waits for one rather than opening more (the connection budget in
+    docs/operations.md). Any other database gets ``engine`` itself (SQLite has no round trips)."""
     if engine.dialect.name != "postgresql":
         return engine
-    url = engine.url.render_as_string(hide_password=False)
+    key = (purpose, engine.url.render_as_string(hide_password=False))
     with _lock:
-        single = _single_statement_engines.get(url)
+        single = _single_statement_engines.get(key)
         if single is None:
+            kept, overflow = POOL_SIZES[purpose]
             single = sa.create_engine(
-                engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=2, max_overflow=0
+                engine.url,
+                isolation_level="AUTOCOMMIT",
+                pool_pre_ping=False,
+                pool_size=kept,
+                max_overflow=overflow,
+                pool_timeout=POOL_TIMEOUT_SECONDS,
             )
             sa.event.listen(single, "handle_error", _server_shutdown_is_a_disconnect)
-            _single_statement_engines[url] = single
+            _single_statement_engines[key] = single
     return single
 
 
 _lock = threading.Lock()
-_single_statement_engines: dict[str, sa.Engine] = {}
+_single_statement_engines: dict[tuple[Purpose, str], sa.Engine] = {}
 
 
 def ended_by_server(error: BaseException) -> bool:
@@ -84,13 +99,17 @@ def use_write_ahead_log(uri: str, busy_timeout: float = 5.0) -> str | None:
     """Switch the SQLite database at ``uri`` to write-ahead logging (created if missing); its journal
     mode after, or None for any other database. A database another process is writing to for longer
     than ``busy_timeout`` keeps its mode (switching needs it alone) and says so in the log."""
-    url = sa.make_url(uri)
+    try:
+        url = sa.make_url(uri)
+    except sa.exc.ArgumentError:  # not a database URI: MLflow says what it makes of it
+        return None
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None
     try:
-        with contextlib.closing(sqlite3.connect(url.database, timeout=busy_timeout)) as conn:
+        as_uri = url.query.get("uri") == "true"  # sqlite:///file:path?mode=rwc&uri=true
+        with contextlib.closing(sqlite3.connect(url.database, timeout=busy_timeout, uri=as_uri)) as conn:
             mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
-    except sqlite3.OperationalError as error:  # locked by a running server
+    except sqlite3.Error as error:  # locked by a running server, or no database at all: MLflow says so
         log.warning("%s keeps its journal mode: %s", url.database, error)
         return None
     if mode != "wal":

@@ -420,29 +420,43 @@ def registered_model_row(store: Any, name: str) -> Any:
 
 def _read_row(store: Any, read: Callable[[Any], T]) -> T:
     """``read`` in MLflow's managed session (its commit and its error translation): on PostgreSQL one
-    of the single-statement pool (database.py; the primary, never a read replica), tried once more on
-    a new connection if the pooled one was found dead."""
+    of the single-statement pool for rows (database.py; it reads the primary, also where MLflow would
+    send the read to a replica), tried once more on a new connection if the pooled one was found dead.
+    No free connection in time is the database's 503, not the 400 MLflow's session makes of it."""
     try:
-        with _row_session(store) as session:
-            return read(session)
+        return _read_row_once(store, read)
     except Exception as error:
         lost = error.__cause__ if isinstance(error.__cause__, sa.exc.DBAPIError) else error
         if not (isinstance(lost, sa.exc.DBAPIError) and lost.connection_invalidated):
             raise
-    with _row_session(store) as session:
-        return read(session)
+    return _read_row_once(store, read)
 
 
-def _row_session(store: Any) -> Any:
-    engine = database.single_statement_engine(store.engine)
-    return store.ManagedSessionMaker() if engine is store.engine else _managed_sessions(engine)()
+def _read_row_once(store: Any, read: Callable[[Any], T]) -> T:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    sessions = _row_sessions(store.engine) or store.ManagedSessionMaker
+    try:
+        with sessions() as session:
+            return read(session)
+    except MlflowException as error:
+        busy = error.__cause__
+        if isinstance(busy, sa.exc.TimeoutError):  # every connection of the pool stayed in use
+            raise MlflowException(str(busy), error_code=TEMPORARILY_UNAVAILABLE) from busy
+        raise
 
 
 @functools.cache
-def _managed_sessions(engine: sa.Engine) -> Any:
+def _row_sessions(engine: sa.Engine) -> Any:
+    """MLflow's managed session maker bound to the rows pool of ``engine``'s database, or None where
+    MLflow's own sessions are as cheap (SQLite)."""
     from mlflow.store.db.utils import _get_managed_session_maker
 
-    return _get_managed_session_maker(sa.orm.sessionmaker(bind=engine), engine.dialect.name)
+    rows = database.single_statement_engine(engine, "rows")
+    if rows is engine:
+        return None
+    return _get_managed_session_maker(sa.orm.sessionmaker(bind=rows), rows.dialect.name)
 
 
 def install_auth_row_lookups(share_full_read: Callable[[], bool]) -> None:
