@@ -55,7 +55,7 @@ def single_statement_engine(engine: sa.Engine, purpose: Purpose) -> sa.Engine:
     """A small second pool to ``engine``'s PostgreSQL database, one per database, purpose and
     process, for statements read alone on every request: in autocommit, and without MLflow's ping at
     each checkout. A read from MLflow's pool is four round trips (ping, BEGIN, the statement, COMMIT or
-    ROLLBACK), 0.6 ms on loopback; here it is one per statement. Without the ping, a connection the
+    ROLLBACK), about 0.5 ms on loopback; here it is one per statement. Without the ping, a connection the
     database dropped fails at its next use, so callers retry once (it is then invalidated with its
     pool). One connection for the epochs and two for rows: a statement takes a fraction of a
     millisecond, so another request waits for one rather than opening more (the connection budget in
