@@ -41,10 +41,11 @@ def mlflow_store(tmp_path: Path) -> SqlAlchemyStore:
 
 
 @contextmanager
-def request_as(username: str) -> Iterator[None]:
-    token = current_request.set(RequestState(Principal("k_1", username, "write"), read_only=True))
+def request_as(username: str, decides_only: bool = False) -> Iterator[RequestState]:
+    state = RequestState(Principal("k_1", username, "write"), read_only=True, decides_only=decides_only)
+    token = current_request.set(state)
     try:
-        yield
+        yield state
     finally:
         current_request.reset(token)
 
@@ -120,16 +121,20 @@ def test_a_slow_entry_is_still_dropped_by_its_users_write(mlflow_store: SqlAlche
     assert [grant.resource_pattern for grant in grants] == ["7"]
 
 
-def test_a_write_on_another_worker_is_seen_by_the_next_request(mlflow_store: SqlAlchemyStore) -> None:
-    """Create-then-use across workers: the epoch a write bumps empties every worker's cache."""
+def granted_elsewhere(mlflow_store: SqlAlchemyStore) -> tuple[CachedAuthStore, Any]:
+    """This worker's cache, which read alice's (no) grants, after another worker granted her one."""
     here = CachedAuthStore(mlflow_store, 60, on_user_deleted=lambda _: None)
     elsewhere = CachedAuthStore(mlflow_store, 60, on_user_deleted=lambda _: None)
     with request_as("alice"):
         alice = here.get_user("alice")
         assert here.list_grants(alice.id, "default", {"experiment"}) == []
-
     elsewhere.grant_user_permission("alice", "experiment", "7", "MANAGE")
+    return here, alice
 
+
+def test_a_write_on_another_worker_is_seen_by_the_next_request(mlflow_store: SqlAlchemyStore) -> None:
+    """Create-then-use across workers: the epoch a write bumps empties every worker's cache."""
+    here, alice = granted_elsewhere(mlflow_store)
     with request_as("alice"):
         grants = here.list_grants(alice.id, "default", {"experiment"})
     assert [(grant.resource_type, grant.resource_pattern) for grant in grants] == [("experiment", "7")]
@@ -176,3 +181,65 @@ def test_a_users_entries_cached_for_someone_else_are_not_trusted_by_that_user(
     with request_as("alice"):
         grants = here.list_grants(here.get_user("alice").id, "default", {"experiment"})
     assert [(grant.resource_type, grant.resource_pattern) for grant in grants] == [("experiment", "9")]
+
+
+def counting_epoch_reads(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The usernames each auth-epoch read was made for, in order."""
+    from hokusai_registry.server import auth_store
+
+    reads: list[str | None] = []
+    real = auth_store.read_epochs
+
+    def counted(engine: Any, username: str | None) -> tuple[int, int]:
+        reads.append(username)
+        return real(engine, username)
+
+    monkeypatch.setattr(auth_store, "read_epochs", counted)
+    return reads
+
+
+def test_a_deciding_request_trusts_its_callers_epochs_read_within_the_interval(
+    mlflow_store: SqlAlchemyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mlflow_store.create_user("bob", "a-long-enough-password-1B!")
+    reads = counting_epoch_reads(monkeypatch)
+    now = [0.0]
+    store = CachedAuthStore(mlflow_store, TTL, on_user_deleted=lambda _: None, clock=lambda: now[0])
+    for at, user, deciding, read in [
+        (0.0, "alice", True, True),  # nothing read for alice yet
+        (0.5, "alice", True, False),  # read 0.5 s ago
+        (0.6, "alice", False, True),  # not a decision alone (a search): always read
+        (0.7, "bob", True, True),  # alice's read says nothing about bob's epoch
+        (1.5, "alice", True, False),  # 0.9 s after her last read
+        (1.6, "alice", True, True),  # 1.0 s: read again
+    ]:
+        now[0] = at
+        before = len(reads)
+        with request_as(user, decides_only=deciding) as state:
+            store.get_user(user)
+            store.get_user(user)  # once per request either way
+        assert (len(reads) - before, state.epochs_skipped) == (int(read), not read), (at, user)
+
+
+def test_a_cache_ttl_of_zero_reads_the_epochs_on_every_request(
+    mlflow_store: SqlAlchemyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = counting_epoch_reads(monkeypatch)
+    store = CachedAuthStore(mlflow_store, 0, on_user_deleted=lambda _: None, clock=lambda: 0.0)
+    for _ in range(3):
+        with request_as("alice", decides_only=True):
+            store.get_user("alice")
+    assert reads == ["alice"] * 3
+
+
+def test_a_grant_made_elsewhere_is_seen_once_the_epochs_are_refreshed(mlflow_store: SqlAlchemyStore) -> None:
+    """A deciding request may use grants read a moment ago; before a refusal the epochs are read
+    again (decisions.py), and then the grant made on another worker is there."""
+    here, alice = granted_elsewhere(mlflow_store)
+    with request_as("alice", decides_only=True) as state:
+        assert here.list_grants(alice.id, "default", {"experiment"}) == []  # trusted: within the second
+        assert state.epochs_skipped
+        here.refresh_epochs()
+        grants = here.list_grants(alice.id, "default", {"experiment"})
+        assert not state.epochs_skipped and state.auth_epoch is not None
+    assert [(grant.resource_type, grant.resource_pattern) for grant in grants] == [("experiment", "7")]

@@ -7,6 +7,7 @@ When an MLflow upgrade fails one of these, the adapter is the one file to change
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import inspect
 import os
@@ -1039,3 +1040,94 @@ def test_the_auth_app_gets_the_row_lookups_and_the_rest_of_each_store(
     assert len(auth._get_model_registry_store().get_registered_model("m").latest_versions) == 1
     assert auth._get_tracking_store().get_run(run_id).data.params == {"p": "v"}
     assert auth._get_model_registry_store().search_registered_models().to_list()[0].name == "m"
+
+
+# --- 13. the Flask before-request hook, its validators and after-request handlers ------------------------
+
+
+def test_the_auth_app_decides_flask_requests_in_one_before_request_hook() -> None:
+    source = inspect.getsource(auth.create_app)
+    assert "app.before_request(_before_request)" in source
+    assert "app.after_request(_after_request)" in source
+
+
+def test_the_before_request_hook_is_wrapped_in_place_and_rewrapped_not_nested() -> None:
+    from flask import Flask
+
+    flask = Flask("stand-in")
+    first, last = (lambda: None), (lambda: None)
+    for hook in (first, auth._before_request, last):
+        flask.before_request(hook)
+    seen: list[str] = []
+
+    def wrap(label: str) -> Any:
+        def wrapping(before: Any) -> Any:
+            @functools.wraps(before)
+            def wrapped() -> Any:
+                seen.append(label)
+                return before()
+
+            return wrapped
+
+        return wrapping
+
+    mlflow_adapter.wrap_before_request(flask, wrap("first build"))
+    mlflow_adapter.wrap_before_request(flask, wrap("second build"))
+    hooks = flask.before_request_funcs[None]
+    assert hooks[0] is first and hooks[2] is last and hooks[1].__wrapped__ is auth._before_request
+    with pytest.raises(RuntimeError, match="before-request hook"):
+        mlflow_adapter.wrap_before_request(Flask("no-auth"), wrap("none"))
+
+
+def test_the_deciding_validators_and_redactions_are_mlflows() -> None:
+    from hokusai_registry.server.decisions import DECIDING_VALIDATORS, REDACTIONS
+
+    handlers = {handler.__name__ for handler in auth.AFTER_REQUEST_HANDLERS.values()}
+    for name in DECIDING_VALIDATORS | REDACTIONS:
+        assert inspect.isfunction(getattr(auth, name, None)), name
+    assert handlers >= REDACTIONS
+    with auth.app.test_request_context():
+        assert auth.make_forbidden_response().status_code == 403
+
+
+def flask_requests() -> Iterator[tuple[str, str]]:
+    """(path, method) of every rule of MLflow's Flask app, with its variables filled in."""
+    import re
+
+    from mlflow.server import app
+
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"\1-1", rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            yield path, method
+
+
+def test_the_after_request_handler_named_is_the_one_mlflows_hook_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flask import Response
+
+    ran: list[str] = []
+
+    def recording(name: str) -> Any:
+        def handler(_response: Any) -> None:
+            ran.append(name)
+
+        handler.__name__ = name
+        return handler
+
+    exact = {key: recording(handler.__name__) for key, handler in auth.AFTER_REQUEST_HANDLERS.items()}
+    parameterized = {
+        key: recording(handler.__name__) for key, handler in auth.PARAMETERIZED_AFTER_REQUEST_HANDLERS.items()
+    }
+    monkeypatch.setattr(auth, "AFTER_REQUEST_HANDLERS", exact)
+    monkeypatch.setattr(auth, "PARAMETERIZED_AFTER_REQUEST_HANDLERS", parameterized)
+    named = 0
+    for path, method in flask_requests():
+        ran.clear()
+        with auth.app.test_request_context(path, method=method):
+            auth._after_request(Response(status=200))
+        name = mlflow_adapter.after_request_handler_name(path, method)
+        assert ran == ([name] if name else []), (method, path)
+        named += name is not None
+    assert named > 50

@@ -1,13 +1,14 @@
 """``create_app``: the ``mlflow.app`` entry point ``hokusai`` (``mlflow server --app-name hokusai``).
 
 It builds MLflow's own basic-auth app, so MLflow's per-resource permissions guard every route,
-serves our key API beside it (key_api.py), and puts five things of ours around it: the API-key
+serves our key API beside it (key_api.py), and puts six things of ours around it: the API-key
 ASGI layer (middleware.py), a short cache in front of MLflow's auth store (auth_store.py), one full
 read per read-only request shared by the auth app and the handler (shared_reads.py), searches scoped
-in the store query (scoped_search.py), and a cheaper seat for MLflow's FastAPI permission middleware
-(permission_gate.py); every SQL connection has PostgreSQL plan each statement with its values
-(database.py). MLflow's Basic password check is replaced by our ``authorization_function``
-(flask_hook.py), whatever the auth config file says.
+in the store query (scoped_search.py), a cheaper seat for MLflow's FastAPI permission middleware
+(permission_gate.py), and no auth-epoch read for a request that only decides allow or deny when
+its caller's epochs were read a moment ago (decisions.py); every SQL connection has PostgreSQL plan
+each statement with its values (database.py). MLflow's Basic password check is replaced by our
+``authorization_function`` (flask_hook.py), whatever the auth config file says.
 Every MLflow internal this needs is reached through mlflow_adapter.py, which also indexes MLflow's
 grant folds and has its auth checks read one row, not a whole run or model. Building the app twice
 in one process wraps nothing twice.
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 from hokusai_registry.server import (
     database,
+    decisions,
     flask_hook,
     logs,
     mlflow_adapter,
@@ -62,13 +64,15 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
             settings.auth_timeout_seconds,
         )
     keys = KeyStore(mlflow_adapter.auth_database_uri(), settings.hash_secret(), KeyLimits.of(settings))
-    mlflow_adapter.install_auth_store(
+    auth_store = mlflow_adapter.install_auth_store(
         lambda store: CachedAuthStore(store, settings.cache_ttl_seconds, on_user_deleted=keys.revoke_all)
     )
     authenticator = Authenticator(keys, settings.cache_ttl_seconds, external)
     flask_hook.install(authenticator)
 
-    asgi_app = mlflow_auth.create_app(app or mlflow_flask_app)
+    flask_app = app or mlflow_flask_app
+    asgi_app = mlflow_auth.create_app(flask_app)
+    decisions.install(flask_app, auth_store.refresh_epochs)
     scans, quarantine = install_scanning(settings)
     registry_store.install(scans, quarantine)
     shared_reads.install()
@@ -78,7 +82,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
         raise ConfigError(
             "hokusai-registry runs under uvicorn, mlflow server's default; drop --gunicorn-opts"
         )
-    permission_gate.install(asgi_app)
+    permission_gate.install(asgi_app, auth_store.refresh_epochs)
     facts = ServerFacts(
         backend=urlsplit(settings.tracking_uri).scheme.partition("+")[0],
         scan_policy=settings.scan_policy,

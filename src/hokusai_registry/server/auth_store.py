@@ -4,7 +4,9 @@ MLflow's auth app reads the user and the user's grants (``get_user``, ``list_gra
 times per request, each an SQL round trip, and they change rarely. We cache both. Correctness
 across workers comes from the auth epochs (schema.py): every write through this store bumps one
 (``mlflow_adapter.AUTH_STORE_WRITES`` lists MLflow's writes), and each request reads the global
-epoch and its caller's before using the cache. A write that changes one user's access (the MANAGE
+epoch and its caller's before using the cache, unless it only decides allow or deny and they were
+read for its caller less than ``EPOCH_INTERVAL`` ago (decisions.py; :meth:`refresh_epochs` before a
+refusal). A write that changes one user's access (the MANAGE
 grant on a model they just created) moves only that user's epoch, so other users' cached data
 stays; any other write moves the global one, which empties the whole cache. So a grant created on
 one worker is seen by its user's next request anywhere. The TTL bounds staleness for writes that
@@ -47,6 +49,7 @@ _MISSING = object()
 MAX_ENTRIES = 50_000
 LOAD_STRIPES = 64
 LOAD_COST_FACTOR = 10  # an entry lives at least this many times as long as it took to load
+EPOCH_INTERVAL = 1.0  # seconds a decides-only request trusts its caller's last epoch read
 Key = tuple[Any, ...]
 
 
@@ -74,6 +77,10 @@ class CachedAuthStore(Delegating):
         self._user_generations: dict[str, int] = {}
         self._fresh_until = float("-inf")
         self._epoch: int | None = None
+        # username -> when this worker last read the epochs for them; ``decides_only`` requests
+        # trust a read this recent. Never longer than the TTL, the bound every other staleness has.
+        self._epochs_read_at: dict[str, float] = {}
+        self._epoch_interval = min(EPOCH_INTERVAL, ttl)
         self._lock = threading.Lock()
         # One load lock per stripe of keys: a slow load (an owner's 100,000 grants) holds up only the
         # requests that wait for the same answer, not every other user's cache miss.
@@ -137,13 +144,29 @@ class CachedAuthStore(Delegating):
                     self._keys_of.setdefault(username, set()).add(key)
         return value
 
-    def _sync_epochs(self) -> None:
-        """Once per request: empty the cache if the global epoch moved, sweep expired entries once
-        per TTL, and drop the caller's entries if their own epoch moved."""
+    def refresh_epochs(self) -> None:
+        """Read the epochs now, even if this request trusted recent ones: MLflow is about to refuse it,
+        and a refusal is never decided on grants that may be a second old (decisions.py)."""
         state = current_request.get()
-        if state is not None and state.auth_epoch is not None:
+        if state is not None:
+            state.auth_epoch, state.epochs_skipped = None, False
+        self._sync_epochs(may_skip=False)
+
+    def _sync_epochs(self, may_skip: bool = True) -> None:
+        """Once per request: empty the cache if the global epoch moved, sweep expired entries once
+        per TTL, and drop the caller's entries if their own epoch moved. A request that only decides
+        allow or deny (``decides_only``) trusts the epochs read for its caller in the last
+        ``epoch_interval`` instead."""
+        state = current_request.get()
+        if state is not None and (state.auth_epoch is not None or state.epochs_skipped):
             return
         username = state.principal.username if state is not None else None
+        started = self._clock()
+        if may_skip and state is not None and state.decides_only and username is not None:
+            read_at = self._epochs_read_at.get(username)
+            if read_at is not None and started - read_at < self._epoch_interval:
+                state.epochs_skipped = True
+                return
         with _unavailable_when_down("reading the auth epochs"):
             epoch, user_epoch = read_epochs(self._epochs(), username)
         now = self._clock()
@@ -159,6 +182,8 @@ class CachedAuthStore(Delegating):
             if username is not None and self._user_epochs.get(username) != user_epoch:
                 self._forget(username)
                 self._user_epochs[username] = user_epoch
+            if username is not None:
+                self._epochs_read_at[username] = started  # what was read is at least this fresh
         if state is not None:
             state.auth_epoch = epoch
 
@@ -175,6 +200,9 @@ class CachedAuthStore(Delegating):
 
     def _sweep(self, now: float) -> None:
         self._entries = {key: hit for key, hit in self._entries.items() if hit[1] > now}
+        self._epochs_read_at = {
+            name: at for name, at in self._epochs_read_at.items() if now - at < self._epoch_interval
+        }
         self._keys_of = {
             name: live for name, keys in self._keys_of.items() if (live := keys & self._entries.keys())
         }

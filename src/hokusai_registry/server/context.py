@@ -33,6 +33,8 @@ class RequestState:
     scoped_search: bool = False  # a search the store query is scoped for (scoped_search.py)
     shares_reads: bool = False  # a read by id: the check's read is the handler's (shared_reads.py)
     auth_epoch: int | None = None  # read by the cached auth store at most once per request
+    decides_only: bool = False  # may trust recently read auth epochs (decisions.py)
+    epochs_skipped: bool = False  # it did: a refusal reads them and decides again
     reads: dict[Any, Any] = field(default_factory=dict)  # see shared_reads.py
     readable: dict[Any, frozenset[str] | None] = field(default_factory=dict)  # see scoped_search.py
 

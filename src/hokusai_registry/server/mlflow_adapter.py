@@ -70,6 +70,13 @@ What we rely on (MLflow 3.17):
     and ``logged-models/<id>`` read through the SQL tracking store class's ``get_run`` and
     ``get_logged_model``, so a full read the auth app made in the same request can be handed to them
     (:func:`intercept_store_method`, shared_reads.py).
+13. The auth app decides a Flask request in one before-request hook, ``_before_request``, registered on
+    the Flask app by ``create_app``; it answers a refusal with a 403 response and may be called again
+    (it writes nothing). Which validator it runs is ``_find_validator(request)``, each a module
+    function named for its decision; whether the response is filtered or redacted afterwards by
+    grants is ``AFTER_REQUEST_HANDLERS`` (exact path), else ``PARAMETERIZED_AFTER_REQUEST_HANDLERS``
+    (regex), as ``_after_request`` looks them up (:func:`wrap_before_request`,
+    :func:`flask_validator_name`, :func:`after_request_handler_name`, decisions.py).
 """
 
 from __future__ import annotations
@@ -98,11 +105,13 @@ __all__ = [
     "NewModelVersion",
     "PermissionMiddleware",
     "affected_user",
+    "after_request_handler_name",
     "auth_database_uri",
     "download_one_file",
     "find_after_request_handler",
     "find_permission_middleware",
     "find_validator",
+    "flask_validator_name",
     "fold_indexed",
     "grant_patterns",
     "guard_artifact_repository",
@@ -621,6 +630,45 @@ def find_after_request_handler(path: str, method: str) -> Any:
     from mlflow.server.auth import _find_fastapi_after_request_handler
 
     return _find_fastapi_after_request_handler(path, method)
+
+
+def wrap_before_request(flask_app: Any, wrap: Callable[[Callable[[], Any]], Callable[[], Any]]) -> None:
+    """Put ``wrap(MLflow's auth before-request hook)`` in the hook's place on ``flask_app``; called
+    again (the app built twice), the new wrapper replaces the old one instead of wrapping it."""
+    from mlflow.server import auth
+
+    before_request: Callable[[], Any] = auth._before_request
+    hooks = flask_app.before_request_funcs.get(None, [])
+    for index, hook in enumerate(hooks):
+        if hook is before_request or getattr(hook, "__wrapped__", None) is before_request:
+            hooks[index] = wrap(before_request)
+            return
+    raise RuntimeError("MLflow's auth before-request hook is not on the Flask app")
+
+
+def flask_validator_name(request: Any) -> str | None:
+    """The name of the validator MLflow's Flask hook decides ``request`` with, or None."""
+    from mlflow.server.auth import _find_validator
+
+    validator = _find_validator(request)
+    return getattr(validator, "__name__", None) if validator is not None else None
+
+
+def after_request_handler_name(path: str, method: str) -> str | None:
+    """The name of what MLflow's auth app does to a Flask response afterwards, or None."""
+    from mlflow.server.auth import AFTER_REQUEST_HANDLERS, PARAMETERIZED_AFTER_REQUEST_HANDLERS
+
+    handler = AFTER_REQUEST_HANDLERS.get((path, method))
+    if handler is None:
+        handler = next(
+            (
+                candidate
+                for (pattern, handler_method), candidate in PARAMETERIZED_AFTER_REQUEST_HANDLERS.items()
+                if method == handler_method and pattern.fullmatch(path)
+            ),
+            None,
+        )
+    return getattr(handler, "__name__", "?") if handler is not None else None
 
 
 def is_artifact_transfer(path: str, method: str) -> bool:

@@ -19,7 +19,9 @@ still get MLflow's own authorization decision, its dispatch function called as i
 (10 to 20% of stock's MB/s). For those routes MLflow's dispatch decides from the path, the query
 and the user alone, and does nothing to the response (no after-handler, no response filter); if an
 upgrade made its validator read the body, or its dispatch change the allowed response, the request
-fails with a 500 instead of passing.
+fails with a 500 instead of passing. A transfer only decides allow or deny, so it may trust its
+caller's auth epochs read a moment ago; if MLflow refuses it on them, the epochs are read and MLflow
+decides again (decisions.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai_registry.server import mlflow_adapter
+from hokusai_registry.server.context import current_request
+from hokusai_registry.server.decisions import is_refusal
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +52,16 @@ async def _no_body() -> Message:
 
 
 class PermissionGate:
-    def __init__(self, app: ASGIApp, dispatch: Dispatch, native_routes: list[Any]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        dispatch: Dispatch,
+        native_routes: list[Any],
+        refresh_epochs: Callable[[], None] = lambda: None,
+    ) -> None:
         self.app = app
         self.dispatch = dispatch
+        self.refresh_epochs = refresh_epochs
         self.mlflow_middleware = BaseHTTPMiddleware(app, dispatch=dispatch)
         self._native_routes = native_routes
         self._decisions: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=4096)  # event loop only
@@ -76,6 +87,20 @@ class PermissionGate:
 
     async def _decide_then_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         """MLflow's dispatch decides; an allowed transfer then runs as plain ASGI, body untouched."""
+        state = current_request.get()
+        if state is not None:
+            state.decides_only = True
+        decision = await self._decide(scope)
+        if state is not None and state.epochs_skipped and is_refusal(decision):
+            self.refresh_epochs()
+            decision = await self._decide(scope)
+        if decision is None:
+            await self.app(scope, receive, send)
+        else:
+            await decision(scope, receive, send)
+
+    async def _decide(self, scope: Scope) -> Response | None:
+        """None when MLflow's dispatch lets the request on, else the response it answers with."""
         allowed = Response(status_code=200)  # this request's "let it on"; nothing else may stand in
         let_on = False
 
@@ -86,11 +111,10 @@ class PermissionGate:
 
         decision = await self.dispatch(Request(scope, _no_body), call_next)
         if decision is allowed:
-            await self.app(scope, receive, send)
-        elif let_on:  # it let the request on, then answered with something else: we cannot honour that
+            return None
+        if let_on:  # it let the request on, then answered with something else: we cannot honour that
             raise RuntimeError("MLflow's permission middleware changed an allowed artifact response")
-        else:
-            await decision(scope, receive, send)
+        return decision
 
     def bound_for_flask(self, scope: Scope) -> bool:
         """True when MLflow's middleware would pass the request on without deciding anything."""
@@ -107,8 +131,9 @@ class PermissionGate:
         return decided
 
 
-def install(fastapi_app: Any) -> bool:
-    """Swap MLflow's permission middleware for the gate; False (and MLflow's own) if it is not there."""
+def install(fastapi_app: Any, refresh_epochs: Callable[[], None] = lambda: None) -> bool:
+    """Swap MLflow's permission middleware for the gate; False (and MLflow's own) if it is not there.
+    ``refresh_epochs`` reads the auth epochs now, before a transfer is refused (decisions.py)."""
     if fastapi_app.middleware_stack is not None:
         raise RuntimeError("the FastAPI middleware stack is already built; install the gate before serving")
     found = mlflow_adapter.find_permission_middleware(fastapi_app)
@@ -119,5 +144,6 @@ def install(fastapi_app: Any) -> bool:
         PermissionGate,
         dispatch=found.dispatch,
         native_routes=mlflow_adapter.native_routes(fastapi_app),
+        refresh_epochs=refresh_epochs,
     )
     return True

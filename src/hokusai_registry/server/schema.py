@@ -7,7 +7,8 @@ new key share it. Keys made before names existed have none (NULL) and are shown 
 The epochs are counters bumped by writes through MLflow's auth store (users, permissions): one
 per user for a write that changes only that user's access (the MANAGE grant on a model they just
 created), and one global counter for any other write (roles, a resource's grants renamed or
-deleted). Each worker reads the global epoch and the caller's own once per request and drops what
+deleted). Each worker reads the global epoch and the caller's own once per request (a request that
+only allows or denies trusts a read of the last second, decisions.py) and drops what
 it cached for that user (or everything) when one moved, so a grant created on one worker is seen
 by the next request on any other (the stock client creates a model and at once adds a version,
 often on another worker), while other users' cached data stays.
@@ -105,7 +106,7 @@ READ_EPOCHS_FORMAT = READ_EPOCHS_QMARK.replace("?", "%s")  # psycopg's
 
 
 def read_epochs(engine: sa.Engine, username: str | None) -> tuple[int, int]:
-    """(global epoch, ``username``'s epoch), in one query. Runs on every request, so it skips
+    """(global epoch, ``username``'s epoch), in one query. Runs on most requests, so it skips
     SQLAlchemy's statement layer (20 µs instead of 270 µs) and is read from a pool that does not
     ping (``database.single_statement_engine``).
 
