@@ -13,7 +13,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from hokusai_registry.server import database, outages, schema
+from hokusai_registry.server import database, outages, scan_store, schema
+from hokusai_registry.server.quarantine import FilesImmutable, ModelQuarantined, Quarantine
 from tests.services import Postgres, postgres_cluster, run_postgres
 
 # The statement shape whose generic plan walks the whole index (a scoped search's first query).
@@ -161,6 +162,34 @@ def test_the_epoch_read_survives_a_database_restart_between_requests(auth_cluste
     finally:
         auth_cluster.start()
     engine.dispose()
+
+
+def test_quarantine_checks_are_one_statement_and_survive_a_database_restart(auth_cluster: Postgres) -> None:
+    """Every download, upload and download URI asks the quarantine: one statement from the rows pool,
+    no transaction around it, tried once more when the restarted database dropped its connection."""
+    mlflow_like = sa.create_engine(auth_cluster.uri, pool_pre_ping=True)
+    scan_store.create_tables(mlflow_like)
+    key = scan_store.VersionKey("default", "quarantined", 1)
+    with mlflow_like.begin() as conn:
+        conn.execute(scan_store.scans.delete())
+        scan_store.insert_pending(
+            conn, key, "mlflow-artifacts:/1/r/artifacts/m", "1/r/artifacts/m", blocked=True
+        )
+    quarantine = Quarantine(mlflow_like)
+    for _ in range(2):
+        with pytest.raises(ModelQuarantined):
+            quarantine.check_path("1/r/artifacts/m/model.pkl")
+        with pytest.raises(FilesImmutable):
+            quarantine.check_write("1/r/artifacts/m/added.txt")
+        with pytest.raises(ModelQuarantined):
+            quarantine.check_version("quarantined", 1)
+        with mlflow_like.connect() as conn:
+            last = conn.execute(OTHER_SESSIONS_LAST_STATEMENT).scalars().all()
+        assert any(query.startswith("SELECT hokusai_scans.") for query in last), last  # not a ROLLBACK
+        auth_cluster.stop()
+        auth_cluster.start()
+    quarantine.check_path("1/other-run/artifacts/notes.txt")  # outside it: served
+    mlflow_like.dispose()
 
 
 def test_reads_stuck_behind_a_lock_hold_up_no_epoch_read(auth_cluster: Postgres) -> None:

@@ -23,13 +23,21 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 
-__all__ = ["ended_by_server", "install", "single_statement_engine", "use_write_ahead_log"]
+__all__ = [
+    "ended_by_server",
+    "install",
+    "once_more_if_dropped",
+    "single_statement_engine",
+    "use_write_ahead_log",
+]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _plan_with_values(dbapi_connection: Any, _record: Any, _proxy: Any = None) -> None:
@@ -82,6 +90,17 @@ def single_statement_engine(engine: sa.Engine, purpose: Purpose) -> sa.Engine:
 
 _lock = threading.Lock()
 _single_statement_engines: dict[tuple[Purpose, str], sa.Engine] = {}
+
+
+def once_more_if_dropped(read: Callable[[], T]) -> T:
+    """``read()``, and once more if its pooled connection was found dead (the database restarted
+    since: SQLAlchemy has invalidated the pool, so the second try gets a new connection)."""
+    try:
+        return read()
+    except sa.exc.DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    return read()
 
 
 def ended_by_server(error: BaseException) -> bool:
