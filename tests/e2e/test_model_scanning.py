@@ -176,6 +176,26 @@ def test_a_benign_model_becomes_ready_and_loads(blocking: Registry) -> None:
     assert shown["verdict"] == "clean" and not shown["blocked"]
 
 
+def test_a_registered_versions_files_cannot_be_overwritten_or_deleted(blocking: Registry) -> None:
+    """What is served is what was scanned: the owner's own key cannot replace a scanned file through
+    either upload route (the local store streams uploads, a path of its own to the repository)."""
+    owner = blocking.create_key("frozen-owner")
+    assert stock_client(blocking, owner, "benign", "frozen")["same"] is True
+    http = blocking.client(owner)
+    root, _ = version_files(http, "frozen")
+    original = http.get(f"/api/2.0/mlflow-artifacts/artifacts/{root}/MLmodel").content
+    for prefix in ("/api/2.0", "/ajax-api/2.0"):
+        for path in ("MLmodel", "extra.pkl"):
+            replaced = http.put(f"{prefix}/mlflow-artifacts/artifacts/{root}/{path}", content=b"evil")
+            assert replaced.status_code == 403, replaced.text
+            assert "cannot be changed" in replaced.json()["message"]
+        deleted = http.delete(f"{prefix}/mlflow-artifacts/artifacts/{root}/MLmodel")
+        assert deleted.status_code == 403, deleted.text
+    assert http.get(f"/api/2.0/mlflow-artifacts/artifacts/{root}/MLmodel").content == original
+    listing = http.get("/api/2.0/mlflow-artifacts/artifacts", params={"path": root}).json()
+    assert "extra.pkl" not in {entry["path"] for entry in listing.get("files", [])}
+
+
 def test_scan_show_of_an_unknown_version_says_so(blocking: Registry) -> None:
     done = blocking.cli("scan", "show", "no-such-model", "1", check=False)
     assert done.returncode == 1 and "has no scan" in done.stderr

@@ -7,9 +7,11 @@ When an MLflow upgrade fails one of these, the adapter is the one file to change
 from __future__ import annotations
 
 import ast
+import asyncio
 import functools
 import hashlib
 import inspect
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -688,7 +690,11 @@ def test_every_proxied_transfer_goes_through_the_guarded_destination_repository(
 ) -> None:
     from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR
     from mlflow.server import artifact_router as native
-    from mlflow.store.artifact.artifact_repo import ArtifactRepository, MultipartUploadMixin
+    from mlflow.store.artifact.artifact_repo import (
+        ArtifactRepository,
+        MultipartUploadMixin,
+        StreamUploadMixin,
+    )
 
     monkeypatch.delenv(ARTIFACTS_DESTINATION_ENV_VAR, raising=False)
     monkeypatch.setattr(handlers, "_artifact_repo", None)
@@ -710,11 +716,30 @@ def test_every_proxied_transfer_goes_through_the_guarded_destination_repository(
     guarded.log_artifacts(str(tmp_path / "a"), artifact_path="d")
     guarded.delete_artifacts("b")
     assert reads == ["a/f.txt"] and writes == ["b/c/upload.bin", "d", "b"]
+    # the local repository streams uploads: both handlers' stream methods are guarded too
+    assert isinstance(guarded, StreamUploadMixin)
+    guarded.log_artifact_from_stream(io.BytesIO(b"z"), "s.txt", artifact_path="e")
+
+    async def chunks() -> Any:
+        yield b"z"
+
+    asyncio.run(guarded.log_artifact_from_async_stream(chunks(), "dir/a.txt", "f/g"))
+    assert writes[3:] == ["e/s.txt", "f/g/a.txt"] and (tmp_path / "f" / "g" / "a.txt").read_bytes() == b"z"
     # the parameter names the guard binds positional arguments to
+    owners = {"create_multipart_upload": MultipartUploadMixin, "log_artifact_from_stream": StreamUploadMixin}
+    owners["log_artifact_from_async_stream"] = StreamUploadMixin
     for name, parameters in mlflow_adapter.REPOSITORY_PARAMETERS.items():
-        owner = MultipartUploadMixin if name == "create_multipart_upload" else ArtifactRepository
-        signature = list(inspect.signature(getattr(owner, name)).parameters)[1:]
+        signature = list(inspect.signature(getattr(owners.get(name, ArtifactRepository), name)).parameters)[
+            1:
+        ]
         assert tuple(signature[: len(parameters)]) == parameters, name
+    # every upload handler writes through one of them
+    assert "artifact_repo.log_artifact_from_async_stream(" in inspect.getsource(native.upload_artifact)
+    assert "artifact_repo.log_artifact, tmp_path" in inspect.getsource(native.upload_artifact)
+    flask_upload = inspect.getsource(handlers._upload_artifact)
+    assert (
+        "log_artifact_from_stream(request.stream" in flask_upload and ".log_artifact(tmp_path" in flask_upload
+    )
     for handler in (
         handlers.get_artifact_handler,
         handlers.get_model_version_artifact_handler,

@@ -46,7 +46,9 @@ What we rely on (MLflow 3.17):
    ``model-versions/get-artifact``, a logged model's files) and write gets the artifact destination's
    repository from ``handlers._get_artifact_repo_mlflow_artifacts()`` (one object per worker), reads a
    file with ``get_local_path`` or ``download_artifacts`` and writes with ``log_artifact(s)``,
-   ``create_multipart_upload`` or ``delete_artifacts`` (:func:`guard_artifact_repository`).
+   ``create_multipart_upload``, ``delete_artifacts`` or, where it is a ``StreamUploadMixin`` (the local
+   repository), ``log_artifact_from_stream`` and the coroutine ``log_artifact_from_async_stream``
+   (:func:`guard_artifact_repository`).
 10. The FastAPI app serves MLflow's Flask app as a ``Mount`` at the root, which matches every path, so
     an app of ours is reached only if its mount comes before that one (:func:`mount_before_flask`).
 11. ``ArtifactRepository.download_artifacts`` downloads each file with ``self._download_file`` in its
@@ -81,6 +83,7 @@ What we rely on (MLflow 3.17):
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import inspect
@@ -487,8 +490,17 @@ REPOSITORY_PARAMETERS = {
     "log_artifacts": ("local_dir", "artifact_path"),
     "create_multipart_upload": ("local_file", "num_parts", "artifact_path"),
     "delete_artifacts": ("artifact_path",),
+    # StreamUploadMixin (the local repository): the Flask and the native upload handlers' way in
+    "log_artifact_from_stream": ("stream", "artifact_file_name", "artifact_path"),
+    "log_artifact_from_async_stream": ("chunks", "artifact_file_name", "artifact_path"),
 }
 READ_METHODS = ("get_local_path", "download_artifacts")
+FILE_METHODS = {  # the parameter naming the file a write puts into artifact_path
+    "log_artifact": "local_file",
+    "create_multipart_upload": "local_file",
+    "log_artifact_from_stream": "artifact_file_name",
+    "log_artifact_from_async_stream": "artifact_file_name",
+}
 
 
 def guard_artifact_repository(
@@ -518,7 +530,14 @@ def guard_artifact_repository(
             _check(_target_path(_name, args, kw))
             return _method(repository, *args, **kw)
 
-        setattr(repository, name, guarded)  # on the instance: replaces an earlier guard, never stacks
+        async def guarded_async(
+            *args: Any, _method: Any = method, _check: Any = check, _name: str = name, **kw: Any
+        ) -> Any:
+            await asyncio.to_thread(_check, _target_path(_name, args, kw))  # a query: off the loop
+            return await _method(repository, *args, **kw)
+
+        # on the instance: replaces an earlier guard, never stacks
+        setattr(repository, name, guarded_async if inspect.iscoroutinefunction(method) else guarded)
     return repository
 
 
@@ -565,8 +584,8 @@ def _target_path(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> st
     """The path under the destination a repository call reads, writes or deletes."""
     bound = dict(zip(REPOSITORY_PARAMETERS[name], args, strict=False)) | kwargs
     path = str(bound.get("artifact_path") or "").strip("/")
-    if name in ("log_artifact", "create_multipart_upload"):  # a file lands in artifact_path
-        path = "/".join(part for part in (path, os.path.basename(str(bound["local_file"]))) if part)
+    if name in FILE_METHODS:  # a file lands in artifact_path under its base name
+        path = "/".join(part for part in (path, os.path.basename(str(bound[FILE_METHODS[name]]))) if part)
     return path
 
 
