@@ -61,6 +61,7 @@ def targets(servers: list[Server]) -> list[Target]:
         "ours": "ours (write key)",
         "ours-noscan": "ours, scanning off",
         "ours-nometrics": "ours, metrics off",
+        "ours-base": "ours-base (write key)",
     }
     found: list[Target] = []
     for server in servers:
@@ -517,13 +518,15 @@ class Writers(threading.Thread):
 
 
 def bench_mixed(servers: list[Server], rounds: int, seconds: int, rate: float) -> str:
-    """wrk's 16 connections read while writers register models; stock (no auth) and ours (write key)."""
+    """wrk's 16 connections read while writers register models; stock (no auth), ours and ours-base
+    (another checkout's code, for a change measured in the same run) with write keys."""
     from scale import key
 
     writer_keys = {
-        s.kind: [key(s, f"writer-{i}") for i in range(4)] if s.kind == "ours" else [""] for s in servers
+        s.kind: [key(s, f"writer-{i}") for i in range(4)] if s.kind.startswith("ours") else [""]
+        for s in servers
     }
-    found = [t for t in targets(servers) if t[0] in ("stock", "ours (write key)")]
+    found = [t for t in targets(servers) if t[0] in ("stock", "ours (write key)", "ours-base (write key)")]
     for _label, server, headers in found:
         warm_up(server.url + READ_PATH, headers)
     results: dict[str, list[WrkResult]] = {}
