@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
 from hokusai_registry.server.auth_store import CachedAuthStore
@@ -66,6 +67,27 @@ def test_hits_within_the_ttl_and_one_reload_after_it(mlflow_store: SqlAlchemySto
     with request_as("alice"):
         store.list_grants(store.get_user("alice").id, "default", {"experiment"})
     assert counting.reads == {"get_user": 2, "list_grants": 2}
+
+
+def test_an_entry_is_never_served_past_its_ttl_between_sweeps(mlflow_store: SqlAlchemyStore) -> None:
+    """Expired entries are swept once a TTL; one loaded just after a sweep is not served until the next
+    (up to two TTLs old): a write that bypasses the store is seen within one TTL."""
+    now = [0.0]
+    counting = CountingStore(mlflow_store)
+    store = CachedAuthStore(counting, TTL, on_user_deleted=lambda _: None, clock=lambda: now[0])
+    with request_as("bob"), pytest.raises(MlflowException):  # the sweep's clock starts here
+        store.get_user("bob")
+    now[0] = TTL - 0.1
+    with request_as("alice"):
+        store.list_grants(store.get_user("alice").id, "default", {"experiment"})
+    now[0] = TTL + 0.1  # the second sweep: alice's entries are 0.2 s old and stay
+    with request_as("alice"):
+        store.list_grants(store.get_user("alice").id, "default", {"experiment"})
+    assert counting.reads == {"get_user": 2, "list_grants": 1}
+    now[0] = 2 * TTL  # expired, not yet swept (the next sweep is at 2 TTL + 0.1)
+    with request_as("alice"):
+        store.list_grants(store.get_user("alice").id, "default", {"experiment"})
+    assert counting.reads == {"get_user": 3, "list_grants": 2}
 
 
 class SlowGrants(CountingStore):

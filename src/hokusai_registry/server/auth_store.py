@@ -120,13 +120,13 @@ class CachedAuthStore(Delegating):
     def _cached(self, key: Key, username: str | None, load: Callable[[], Any]) -> Any:
         self._sync_epochs()
         hit = self._entries.get(key)
-        if hit is not None:
+        if hit is not None and hit[1] > self._clock():  # the sweep alone would let it live 2 TTLs
             return hit[0]
         # When the cache empties, every request in flight misses at once; one loads each key, the
         # rest wait for its answer instead of repeating the same SQL.
         with self._load_locks[hash(key) % LOAD_STRIPES]:
             hit = self._entries.get(key)
-            if hit is not None:
+            if hit is not None and hit[1] > self._clock():
                 return hit[0]
             generations = self._generation, self._user_generations.get(username or "", 0)
             started = self._clock()

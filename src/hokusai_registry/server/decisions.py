@@ -55,7 +55,7 @@ DECIDING_VALIDATORS = frozenset(
         "validate_can_read_experiment_by_name",
         "validate_can_update_experiment",
         "_validate_can_read_registered_model_or_prompt",
-        "validate_can_update_registered_model",
+        "_validate_can_update_registered_model_or_prompt",
         "validate_can_create_model_version",
         "validate_can_read_model_or_prompt_version",
         "validate_can_update_model_or_prompt_version",
