@@ -128,8 +128,18 @@ class ScanRecord:
         )
 
 
+# On PostgreSQL the prefix index above follows the database's collation, in which "under a/b/" is no
+# range; a byte-ordered one serves the quarantine's "files under this directory" (see _at_or_around).
+PREFIX_BYTES_INDEX = (
+    'CREATE INDEX IF NOT EXISTS hokusai_scans_prefix_bytes ON hokusai_scans (artifact_prefix COLLATE "C")'
+)
+
+
 def create_tables(engine: sa.Engine) -> None:
     metadata.create_all(engine)
+    if engine.dialect.name == "postgresql":  # also on a table made before the index existed
+        with engine.begin() as conn:
+            conn.execute(sa.text(PREFIX_BYTES_INDEX))
 
 
 def insert_pending(
@@ -385,8 +395,12 @@ def scanned_at_or_around(engine: sa.Engine, path: str, ancestors: list[str]) -> 
 def _at_or_around(
     engine: sa.Engine, path: str, ancestors: list[str], condition: sa.ColumnElement[bool]
 ) -> ScanRecord | None:
-    below = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
-    near = scans.c.artifact_prefix.in_(ancestors) | scans.c.artifact_prefix.like(below, escape="\\")
+    """One indexed lookup, whatever the number of versions (every upload and download asks): the
+    prefixes equal to an ancestor, and those under ``path``, which in byte order are exactly the range
+    [``path/``, ``path0``) ('0' follows '/'). SQLite compares text bytewise; PostgreSQL is told to."""
+    prefix = scans.c.artifact_prefix
+    ordered = sa.collate(prefix, "C") if engine.dialect.name == "postgresql" else prefix
+    near = prefix.in_(ancestors) | ((ordered >= path + "/") & (ordered < path + "0"))
     with engine.connect() as conn:
         row = conn.execute(scans.select().where(condition).where(near).limit(1)).first()
     return ScanRecord.from_row(row) if row else None
