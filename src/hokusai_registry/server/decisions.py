@@ -1,8 +1,9 @@
 """Requests that only decide allow or deny trust auth epochs read for their caller in the last second.
 
 Every request's first use of the auth cache reads the auth epochs (auth_store.py): one round trip
-on PostgreSQL, 18 a stock-client registration (docs/benchmarks.md, runs 15 and 16). Most requests need the epochs for MLflow's yes-or-no on the caller's
-grants, and at most for hiding from the response the links to resources the caller may not read.
+on PostgreSQL, 18 a stock-client registration (docs/benchmarks.md, runs 15 and 16). Most requests
+need the epochs for MLflow's yes-or-no on the caller's grants, and at most for hiding from the
+response the links to resources the caller may not read.
 Such a request (:func:`decides_only`: a validator in ``DECIDING_VALIDATORS`` and no after-request
 handler of MLflow's other than one in ``REDACTIONS``; or an artifact transfer, permission_gate.py)
 trusts the epochs its worker read for the same caller less than ``auth_store.EPOCH_INTERVAL`` (1 s,
