@@ -15,7 +15,9 @@ with the version's status, so each version gets exactly one final verdict, which
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -384,23 +386,33 @@ def rescan(engine: sa.Engine, keys: list[VersionKey], *, blocked: bool) -> int:
 def blocked_at_or_around(engine: sa.Engine, path: str, ancestors: list[str]) -> ScanRecord | None:
     """A blocked version whose files hold ``path`` (their prefix is one of its ``ancestors``) or lie
     under it (``path`` is a directory above them)."""
-    return _at_or_around(engine, path, ancestors, scans.c.blocked)
+    return _at_or_around(engine, path, ancestors, blocked_only=True)
 
 
 def scanned_at_or_around(engine: sa.Engine, path: str, ancestors: list[str]) -> ScanRecord | None:
     """Any existing scanned version's files at or under ``path``, as :func:`blocked_at_or_around`."""
-    return _at_or_around(engine, path, ancestors, scans.c.state != DELETED)
+    return _at_or_around(engine, path, ancestors, blocked_only=False)
 
 
 def _at_or_around(
-    engine: sa.Engine, path: str, ancestors: list[str], condition: sa.ColumnElement[bool]
+    engine: sa.Engine, path: str, ancestors: list[str], *, blocked_only: bool
 ) -> ScanRecord | None:
+    query = _around_query(engine.dialect.name == "postgresql", blocked_only)
+    with engine.connect() as conn:
+        row = conn.execute(query, {"ancestors": ancestors, "low": path + "/", "high": path + "0"}).first()
+    return ScanRecord.from_row(row) if row else None
+
+
+@functools.cache
+def _around_query(postgresql: bool, blocked_only: bool) -> sa.Select[Any]:
     """One indexed lookup, whatever the number of versions (every upload and download asks): the
     prefixes equal to an ancestor, and those under ``path``, which in byte order are exactly the range
-    [``path/``, ``path0``) ('0' follows '/'). SQLite compares text bytewise; PostgreSQL is told to."""
+    [``path/``, ``path0``) ('0' follows '/'). SQLite compares text bytewise; PostgreSQL is told to.
+    Built once: making the statement cost more than running it."""
     prefix = scans.c.artifact_prefix
-    ordered = sa.collate(prefix, "C") if engine.dialect.name == "postgresql" else prefix
-    near = prefix.in_(ancestors) | ((ordered >= path + "/") & (ordered < path + "0"))
-    with engine.connect() as conn:
-        row = conn.execute(scans.select().where(condition).where(near).limit(1)).first()
-    return ScanRecord.from_row(row) if row else None
+    ordered = sa.collate(prefix, "C") if postgresql else prefix
+    near = prefix.in_(sa.bindparam("ancestors", expanding=True)) | (
+        (ordered >= sa.bindparam("low")) & (ordered < sa.bindparam("high"))
+    )
+    condition = scans.c.blocked if blocked_only else scans.c.state != DELETED
+    return scans.select().where(condition).where(near).limit(1)
