@@ -8,6 +8,7 @@ Run by hand from the repository root; each command starts the servers and prints
     .venv/bin/python bench/run.py artifacts [--artifact-rounds 2] [--mib 256]  # PUT/GET via the server
     .venv/bin/python bench/run.py registration [--runs 20] [--postgres]     # client log + register
     .venv/bin/python bench/run.py mixed [--rate 5] [--rounds 3] [--seconds 8]  # reads while others register
+    .venv/bin/python bench/run.py statements [--registrations 5]            # SQL a registration sends
     .venv/bin/python bench/run.py profile [--profile-seconds 10]            # py-spy on our worker
     .venv/bin/python bench/run.py all                                       # all of them, one server set
     .venv/bin/python bench/run.py scale [--sizes 1000,10000,100000] [--scale-kind models|experiments]
@@ -396,8 +397,8 @@ def timed_requests() -> Iterator[list[tuple[str, float]]]:
         requests.Session.send = send  # type: ignore[method-assign]
 
 
-def bench_registration(servers: list[Server], runs: int, warmup: int = 2) -> str:
-    """The stock client's log + register, timed whole, by request, and in worker CPU."""
+def registration_workload() -> Callable[[Server], float]:
+    """The stock client's log + register of a small scikit-learn model on a server; ms it took."""
     import mlflow
     import numpy as np
     from mlflow.models import infer_signature
@@ -426,6 +427,12 @@ def bench_registration(servers: list[Server], runs: int, warmup: int = 2) -> str
             )
         return (time.perf_counter() - started) * 1000
 
+    return log_and_register
+
+
+def bench_registration(servers: list[Server], runs: int, warmup: int = 2) -> str:
+    """The stock client's log + register, timed whole, by request, and in worker CPU."""
+    log_and_register = registration_workload()
     times: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     by_request: dict[str, dict[str, list[float]]] = {}
@@ -484,6 +491,65 @@ def bench_registration(servers: list[Server], runs: int, warmup: int = 2) -> str
 
 
 # --- mixed: reads while other tenants register -------------------------------------------------
+
+
+STATEMENT = re.compile(r"^(\w+) .*?LOG:  (?:statement|execute [^:]*): (.*)$")
+
+
+def log_every_statement(base_uri: str) -> Path:
+    """Have the throw-away PostgreSQL log each statement with its database's name; its log file."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(base_uri.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        data = Path(conn.execute(sa.text("SHOW data_directory")).scalar_one())
+        conn.execute(sa.text("ALTER SYSTEM SET log_line_prefix = '%d '"))
+        conn.execute(sa.text("ALTER SYSTEM SET log_statement = 'all'"))
+        conn.execute(sa.text("SELECT pg_reload_conf()"))
+    engine.dispose()
+    return data.parent / "log"  # where tests.services.postgres_cluster has pg_ctl write it
+
+
+def bench_statements(servers: list[Server], log: Path, registrations: int, warmup: int = 3) -> str:
+    """Statements each server's database received per stock-client registration, by kind, and the
+    statements ours sends more or fewer of than stock (steadier on a busy VM than any timing)."""
+    log_and_register = registration_workload()
+    for server in servers:
+        for _ in range(warmup):
+            log_and_register(server)
+    time.sleep(1)  # the log is written asynchronously
+    start = log.stat().st_size
+    for server in servers:
+        for _ in range(registrations):
+            log_and_register(server)
+    time.sleep(1)
+    counts: dict[str, Counter[str]] = {}
+    for line in log.read_bytes()[start:].decode(errors="replace").splitlines():
+        if match := STATEMENT.match(line):
+            database, statement = match.groups()
+            counts.setdefault(database, Counter())[re.sub(r"\s+", " ", statement)[:100]] += 1
+    databases = {server.kind: server.kind.replace("-", "_") for server in servers}
+
+    def per(kind: str, statement: str | None = None) -> float:
+        found = counts.get(databases[kind], Counter())
+        return (found[statement] if statement else sum(found.values())) / registrations
+
+    kinds = list(databases)
+    rows = [["all statements", *(f"{per(kind):.1f}" for kind in kinds)]]
+    for word in ("BEGIN", "COMMIT", "ROLLBACK", ";"):
+        rows.append([f"`{word}`", *(f"{per(kind, word):.1f}" for kind in kinds)])
+    whole = table(["per registration", *kinds], rows)
+    if "stock" not in databases or len(kinds) < 2:
+        return whole
+    other = next(kind for kind in kinds if kind != "stock")
+    everything = set().union(*counts.values())
+    moved = sorted(everything, key=lambda st: -abs(per(other, st) - per("stock", st)))
+    rows = [
+        [f"`{st[:90]}`", f"{per('stock', st):.1f}", f"{per(other, st):.1f}"]
+        for st in moved
+        if per(other, st) != per("stock", st)
+    ][:25]
+    return f"{whole}\n\n{table(['statement (first 90 characters)', 'stock', other], rows)}"
 
 
 class Writers(threading.Thread):
@@ -707,6 +773,7 @@ def main() -> None:
         "mixed",
         "profile",
         "all",
+        "statements",
         "scale",
         "keys",
         "ui",
@@ -726,6 +793,7 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="let the scheduler place wrk and workers")
     parser.add_argument("--profile-raw", type=Path, help="keep py-spy's collapsed stacks in this file")
     parser.add_argument("--rate", type=float, default=5.0, help="mixed: registrations a second")
+    parser.add_argument("--registrations", type=int, default=5, help="statements: registrations counted")
     parser.add_argument("--sizes", default="1000,10000,100000", help="scale: foreign rows, growing")
     parser.add_argument("--scale-kind", default="models", choices=("models", "experiments"))
     parser.add_argument("--scale-requests", type=int, default=40, help="scale: first pages per target")
@@ -752,9 +820,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp, ExitStack() as stack:
         root = Path(tmp)
-        backends = stack.enter_context(contextmanager(pg_databases)(root, kinds)) if args.postgres else None
+        postgres = args.postgres or "statements" in wanted  # counted in PostgreSQL's statement log
+        backends = stack.enter_context(contextmanager(pg_databases)(root, kinds)) if postgres else None
+        statement_log = log_every_statement(next(iter(backends.values()))) if backends else None
         servers = stack.enter_context(all_running(root, kinds, backends))
-        print(f"database: {'PostgreSQL 15' if args.postgres else 'SQLite'}", flush=True)
+        print(f"database: {'PostgreSQL 15' if postgres else 'SQLite'}", flush=True)
         print(f"load average before: {os.getloadavg()}", file=sys.stderr)
         print(f"CPUs: {'not pinned (--no-pin)' if args.no_pin else pin_cpus(servers)}\n", flush=True)
         if "requests" in wanted:
@@ -768,6 +838,9 @@ def main() -> None:
             print(f"## artifacts\n\n{result}\n", flush=True)
         if "registration" in wanted:
             print(f"## registration\n\n{bench_registration(servers, args.runs)}\n", flush=True)
+        if "statements" in wanted and statement_log is not None:
+            result = bench_statements(servers, statement_log, args.registrations)
+            print(f"## statements per stock-client registration\n\n{result}\n", flush=True)
         if "mixed" in wanted:
             result = bench_mixed(servers, args.rounds, args.seconds, args.rate)
             print(
