@@ -10,7 +10,6 @@ case: a new model's files), at each number of versions, against the query before
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from hokusai_registry.server import scan_store  # noqa: E402
 from hokusai_registry.server.quarantine import Quarantine, ancestors, normalized  # noqa: E402
+from tests.server.test_quarantine_lookup import store  # noqa: E402
 from tests.services import run_postgres  # noqa: E402
 
 PATH = "1/models/m-new/artifacts/MLmodel"
@@ -41,25 +41,9 @@ def like_lookup(engine: sa.Engine, path: str) -> object:
 
 
 def fill(engine: sa.Engine, size: int) -> None:
-    now = dt.datetime.now(dt.UTC)
-    rows = [
-        {
-            "workspace": "default",
-            "name": f"m{i}",
-            "version": 1,
-            "storage_location": "x",
-            "artifact_prefix": f"{i % 50}/models/m-{i}/artifacts",
-            "state": scan_store.DONE,
-            "blocked": i % 7 == 0,
-            "attempts": 1,
-            "created_at": now,
-        }
-        for i in range(size)
-    ]
-    with engine.begin() as conn:
-        conn.execute(scan_store.scans.delete())
-        conn.execute(scan_store.scans.insert(), rows)
-        if engine.dialect.name == "postgresql":
+    store(engine, [f"{i % 50}/models/m-{i}/artifacts" for i in range(size)])
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
             conn.execute(sa.text("ANALYZE hokusai_scans"))
 
 

@@ -94,11 +94,13 @@ _single_statement_engines: dict[tuple[Purpose, str], sa.Engine] = {}
 
 def once_more_if_dropped(read: Callable[[], T]) -> T:
     """``read()``, and once more if its pooled connection was found dead (the database restarted
-    since: SQLAlchemy has invalidated the pool, so the second try gets a new connection)."""
+    since: the dead connection was invalidated, so the second try gets a new one). The error is
+    SQLAlchemy's, or one raised from it (MLflow's managed sessions wrap it in an MlflowException)."""
     try:
         return read()
-    except sa.exc.DBAPIError as error:
-        if not error.connection_invalidated:
+    except Exception as error:
+        lost = error if isinstance(error, sa.exc.DBAPIError) else error.__cause__
+        if not (isinstance(lost, sa.exc.DBAPIError) and lost.connection_invalidated):
             raise
     return read()
 

@@ -435,13 +435,7 @@ def _read_row(store: Any, read: Callable[[Any], T]) -> T:
     of the single-statement pool for rows (database.py; it reads the primary, also where MLflow would
     send the read to a replica), tried once more on a new connection if the pooled one was found dead.
     No free connection in time is the database's 503, not the 400 MLflow's session makes of it."""
-    try:
-        return _read_row_once(store, read)
-    except Exception as error:
-        lost = error.__cause__ if isinstance(error.__cause__, sa.exc.DBAPIError) else error
-        if not (isinstance(lost, sa.exc.DBAPIError) and lost.connection_invalidated):
-            raise
-    return _read_row_once(store, read)
+    return database.once_more_if_dropped(lambda: _read_row_once(store, read))
 
 
 def _read_row_once(store: Any, read: Callable[[Any], T]) -> T:

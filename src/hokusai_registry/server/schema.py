@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from hokusai_registry.server.database import ended_by_server
+from hokusai_registry.server.database import ended_by_server, once_more_if_dropped
 
 metadata = sa.MetaData()
 
@@ -112,16 +112,10 @@ def read_epochs(engine: sa.Engine, username: str | None) -> tuple[int, int]:
 
     A driver error is raised as SQLAlchemy's wrapper of it (``OperationalError`` for a refused or
     broken connection), as SQLAlchemy's own statement layer would. A connection the error says is
-    dead (the database restarted since it was pooled) is dropped with the rest of its pool, and the
-    query is tried once more on a new connection; only if that fails too is the error raised.
+    dead (the database restarted since it was pooled) is dropped, and the query is tried once more
+    on a new connection; only if that fails too is the error raised.
     """
-    try:
-        return _read_epochs(engine, username)
-    except sa.exc.DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-        engine.dispose()  # the others pooled with it are as dead
-        return _read_epochs(engine, username)
+    return once_more_if_dropped(lambda: _read_epochs(engine, username))
 
 
 def _read_epochs(engine: sa.Engine, username: str | None) -> tuple[int, int]:
