@@ -64,8 +64,8 @@ def single_statement_engine(engine: sa.Engine, purpose: Purpose) -> sa.Engine:
     process, for statements read alone on every request: in autocommit, and without MLflow's ping at
     each checkout. A read from MLflow's pool is four round trips (ping, BEGIN, the statement, COMMIT or
     ROLLBACK), about 0.5 ms on loopback; here it is one per statement. Without the ping, a connection the
-    database dropped fails at its next use, so callers retry once (it is then invalidated with its
-    pool). One connection for the epochs and two for rows: a statement takes a fraction of a
+    database dropped fails at its next use, so callers retry once (:func:`once_more_if_dropped`).
+    One connection for the epochs and two for rows: a statement takes a fraction of a
     millisecond, so another request waits for one rather than opening more (the connection budget in
     docs/operations.md). Any other database gets ``engine`` itself (SQLite has no round trips)."""
     if engine.dialect.name != "postgresql":
