@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # text: uvicorn's and MLflow's log lines as they are; json: one JSON object per line (server/logs.py).
     log_format: Literal["text", "json"] = "text"
 
+    # PostgreSQL prepares statements a connection repeats (server/database.py); off behind a
+    # transaction-pooling proxy (PgBouncer, RDS Proxy), where a prepared statement pins or fails.
+    prepared_statements: bool = True
+
     # Key, user and grant look-ups are cached per worker for this long; it bounds revocation.
     cache_ttl_seconds: float = Field(2.0, ge=0, le=5)
 

@@ -1,4 +1,4 @@
-"""Every connection of a worker has PostgreSQL plan statements with their values; SQLite logs ahead."""
+"""PostgreSQL prepares repeated statements except a scoped search's (or none when told); SQLite logs ahead."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from hokusai_registry.server import database, outages, scan_store, schema
+from hokusai_registry.server.context import Principal, RequestState, current_request
 from hokusai_registry.server.quarantine import FilesImmutable, ModelQuarantined, Quarantine
 from tests.services import Postgres, postgres_cluster, run_postgres
 
@@ -46,12 +47,19 @@ def test_psycopg_prepares_a_repeated_statement_unless_told_not_to(uri: str) -> N
         assert raw.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (1,)
 
 
-def test_no_connection_prepares_once_installed_even_one_pooled_before(uri: str) -> None:
+@pytest.fixture
+def installed() -> Iterator[None]:
+    yield
+    database.install()  # back to the default for the tests after
+
+
+def test_no_connection_prepares_when_turned_off_even_one_pooled_before(uri: str, installed: None) -> None:
     engine = sa.create_engine(uri)
     with engine.connect() as conn:  # pooled before install: fixed at its next checkout
         conn.execute(sa.text("SELECT 1"))
-    database.install()
-    database.install()  # twice: still one listener
+    database.install(prepared_statements=False)
+    database.install(prepared_statements=False)  # twice: still one listener
+    assert sa.event.contains(sa.pool.Pool, "checkout", database._choose_plans)
     with engine.connect() as conn:
         assert prepared_after_runs(conn) == 0
     fresh = sa.create_engine(uri)
@@ -59,6 +67,31 @@ def test_no_connection_prepares_once_installed_even_one_pooled_before(uri: str) 
         assert prepared_after_runs(conn) == 0
     engine.dispose()
     fresh.dispose()
+
+
+def test_a_scoped_search_plans_with_values_and_every_other_request_prepares(
+    uri: str, installed: None
+) -> None:
+    database.install()
+    engine = sa.create_engine(uri, pool_size=1, max_overflow=0)  # one connection, reused by both
+    principal = Principal(username="tenant", key_id="k1", scope="read")
+    scoped = current_request.set(RequestState(principal, read_only=True, scoped_search=True))
+    try:
+        with engine.connect() as conn:
+            assert prepared_after_runs(conn) == 0
+    finally:
+        current_request.reset(scoped)
+    other = current_request.set(RequestState(principal, read_only=True))
+    try:
+        with engine.connect() as conn:
+            assert prepared_after_runs(conn) == 1
+    finally:
+        current_request.reset(other)
+    engine.dispose()
+    outside = sa.create_engine(uri)  # no request: start-up, background scans, the CLI
+    with outside.connect() as conn:
+        assert prepared_after_runs(conn) == 1
+    outside.dispose()
 
 
 def journal_mode(path: Path) -> str:

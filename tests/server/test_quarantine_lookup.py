@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hokusai_registry.server import scan_store
+from hokusai_registry.server import database, scan_store
 from hokusai_registry.server.quarantine import ancestors, normalized
 from tests.services import postgres_cluster
 
@@ -107,3 +107,22 @@ def test_the_lookup_is_an_index_search_not_a_scan_of_every_version(engine: sa.En
             plan = " ".join(row[0] for row in rows)
             assert "hokusai_scans_prefix_bytes" in plan and "Seq Scan" not in plan, plan
     assert scan_store.blocked_at_or_around(engine, "1/models", ancestors("1/models")) is not None
+
+
+def test_the_lookup_is_planned_with_its_values(engine: sa.Engine) -> None:
+    """Prepared, PostgreSQL would switch it to a generic plan after five runs, and that plan reads
+    every version's row (32 ms at 100,000 versions against 0.3 ms; database.py)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite prepares nothing on a server")
+    database.install()  # every other statement of a worker's connection is prepared
+    store(engine, [f"{i % 50}/models/m-{i}/artifacts" for i in range(200)])
+    rows = database.single_statement_engine(engine, "rows")  # what the quarantine reads from
+    path = "1/models/m-new/artifacts/MLmodel"
+    for _ in range(database.PREPARE_AFTER_RUNS + 3):
+        assert scan_store.blocked_at_or_around(rows, path, ancestors(path)) is None
+        assert scan_store.scanned_at_or_around(rows, path, ancestors(path)) is None
+    with rows.connect() as conn:  # its one kept connection: the session the lookups ran on
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_prepared_statements")).scalar_one() == 0
+        for _ in range(database.PREPARE_AFTER_RUNS + 1):  # the control: the same session prepares others
+            conn.execute(sa.text("SELECT count(*) FROM hokusai_scans")).scalar_one()
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_prepared_statements")).scalar_one() == 1

@@ -6,8 +6,8 @@ ASGI layer (middleware.py), a short cache in front of MLflow's auth store (auth_
 read per read-only request shared by the auth app and the handler (shared_reads.py), searches scoped
 in the store query (scoped_search.py), a cheaper seat for MLflow's FastAPI permission middleware
 (permission_gate.py), and no auth-epoch read for a request that only decides allow or deny when
-its caller's epochs were read a moment ago (decisions.py); every SQL connection has PostgreSQL plan
-each statement with its values (database.py). MLflow's Basic password check is replaced by our
+its caller's epochs were read a moment ago (decisions.py); a scoped search's SQL connections have
+PostgreSQL plan each statement with its values (database.py). MLflow's Basic password check is replaced by our
 ``authorization_function`` (flask_hook.py), whatever the auth config file says.
 Every MLflow internal this needs is reached through mlflow_adapter.py, which also indexes MLflow's
 grant folds and has its auth checks read one row, not a whole run or model. Building the app twice
@@ -51,7 +51,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
     from mlflow.server import auth as mlflow_auth
 
     settings = Settings()
-    database.install()
+    database.install(prepared_statements=settings.prepared_statements)
     logs.configure(settings.log_format)
     mlflow_adapter.use_authorization_function(flask_hook.AUTHORIZATION_FUNCTION)
 

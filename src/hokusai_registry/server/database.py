@@ -1,12 +1,27 @@
-"""How the databases are set up: PostgreSQL plans each statement with its values; SQLite logs ahead.
+"""How the databases are set up: PostgreSQL prepares repeated statements, except a scoped search's;
+SQLite logs ahead.
 
-psycopg 3 prepares a statement on the server after its fifth run, and PostgreSQL then may switch to a
-generic plan, made without the parameters' values. For a scoped search (``name IN (...) ORDER BY name
-LIMIT n``, scoped_search.py) the generic plan walks the whole name index whenever fewer than ``n``
-rows match: a tenant who can read 10 of 10,000 models paid about 3 ms a statement, three statements a
-page, where the plan made with the values reads the 10 rows (0.07 ms). psycopg2, the driver most MLflow
-deployments use, never prepares on the server; every connection here does the same, which also keeps
-the registry usable behind a transaction-pooling proxy (PgBouncer, RDS Proxy).
+psycopg 3 prepares a statement on the server after its fifth run on a connection. PostgreSQL then
+may switch it to a generic plan, made once without the parameters' values and reused: that saves
+planning, 0.4 to 1.1 ms of a request's time on this project's test VM (docs/benchmarks.md, run 17),
+and MLflow's own statements run so in stock MLflow on psycopg 3. For a statement whose best plan
+depends on its values a generic plan is a trap. Two of ours are such, so their connections plan with
+values (:func:`planned_with_values`, and at every checkout a scoped search makes):
+
+- a scoped search (``name IN (...) ORDER BY name LIMIT n``, scoped_search.py): the generic plan walks
+  the whole name index whenever fewer than ``n`` rows match; a tenant who can read 10 of 10,000
+  models paid about 3 ms a statement, three statements a page, against 0.07 ms with the values;
+- the quarantine lookup (scan_store.py): at 100,000 versions the generic plan reads every row,
+  32 ms a lookup against 0.3 ms.
+
+psycopg forgets what it counted and prepared at every rollback, which SQLAlchemy's pool sends when a
+connection comes back without a commit: only connections that commit (MLflow's sessions) or run in
+autocommit (the single-statement pools below) prepare at all.
+
+``prepared_statements=False`` (``HOKUSAI_REGISTRY_PREPARED_STATEMENTS``) turns preparing off for every
+connection, as psycopg2 does: behind a transaction-pooling proxy (PgBouncer, RDS Proxy) a prepared
+statement is named on one database session, so the proxy must pin the client's connection to it
+(RDS Proxy) or the statement fails on another session (PgBouncer before 1.21).
 
 An SQLite database (``up``'s embedded default) is switched to write-ahead logging before any worker
 starts; the mode is kept in the file. A commit then syncs the log once instead of a rollback journal
@@ -23,15 +38,19 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
+
+from hokusai_registry.server.context import current_request
 
 __all__ = [
     "ended_by_server",
     "install",
     "once_more_if_dropped",
+    "planned_with_values",
     "single_statement_engine",
     "use_write_ahead_log",
 ]
@@ -40,15 +59,36 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _plan_with_values(dbapi_connection: Any, _record: Any, _proxy: Any = None) -> None:
+PREPARE_AFTER_RUNS = 5  # psycopg 3's default threshold
+_prepares = True  # install()'s choice for this process
+_with_values: ContextVar[bool] = ContextVar("hokusai_planned_with_values", default=False)
+
+
+def _choose_plans(dbapi_connection: Any, _record: Any, _proxy: Any = None) -> None:
+    """At each checkout: prepare repeated statements unless turned off or planned with values."""
     if hasattr(dbapi_connection, "prepare_threshold"):  # psycopg 3; psycopg2 and sqlite3 never prepare
-        dbapi_connection.prepare_threshold = None
+        request = current_request.get()
+        values = _with_values.get() or (request is not None and request.scoped_search)
+        dbapi_connection.prepare_threshold = PREPARE_AFTER_RUNS if _prepares and not values else None
 
 
-def install() -> None:
+@contextlib.contextmanager
+def planned_with_values() -> Iterator[None]:
+    """Connections checked out in this block prepare nothing: PostgreSQL plans each statement with
+    its values, for statements whose best plan depends on them."""
+    token = _with_values.set(True)
+    try:
+        yield
+    finally:
+        _with_values.reset(token)
+
+
+def install(*, prepared_statements: bool = True) -> None:
     """Apply to every connection pool of this process, those made before included (on checkout)."""
-    if not sa.event.contains(sa.pool.Pool, "checkout", _plan_with_values):
-        sa.event.listen(sa.pool.Pool, "checkout", _plan_with_values)
+    global _prepares
+    _prepares = prepared_statements
+    if not sa.event.contains(sa.pool.Pool, "checkout", _choose_plans):
+        sa.event.listen(sa.pool.Pool, "checkout", _choose_plans)
 
 
 Purpose = Literal["epochs", "rows"]

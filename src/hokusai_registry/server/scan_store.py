@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hokusai_registry.scanning.report import ScanReport, Verdict
-from hokusai_registry.server import mlflow_adapter
+from hokusai_registry.server import database, mlflow_adapter
 
 metadata = sa.MetaData()
 
@@ -398,7 +398,7 @@ def _at_or_around(
     engine: sa.Engine, path: str, ancestors: list[str], *, blocked_only: bool
 ) -> ScanRecord | None:
     query = _around_query(engine.dialect.name == "postgresql", blocked_only)
-    with engine.connect() as conn:
+    with database.planned_with_values(), engine.connect() as conn:
         row = conn.execute(query, {"ancestors": ancestors, "low": path + "/", "high": path + "0"}).first()
     return ScanRecord.from_row(row) if row else None
 
