@@ -635,6 +635,14 @@ def test_the_outcome_writes_status_message_and_tags_in_one_transaction(registry:
     assert mlflow_adapter.registry_engine is not None
 
 
+def test_a_versions_tags_are_keyed_by_workspace_name_version_and_key() -> None:
+    """model_version_outcome_after replaces a tag ON CONFLICT with this primary key (PostgreSQL)."""
+    from mlflow.store.model_registry.dbmodels.models import SqlModelVersionTag
+
+    key = {column.name for column in SqlModelVersionTag.__table__.primary_key.columns}
+    assert key == {"workspace", "name", "version", "key"}
+
+
 @pytest.mark.parametrize(
     ("status", "message", "tags"),
     [

@@ -299,32 +299,35 @@ class Recorded:
 
 def finish(engine: sa.Engine, key: VersionKey, owner: str, report: ScanReport, outcome: Outcome) -> bool:
     """Record the verdict and set the version's status, once: False if another worker got there first."""
+    done = (
+        scans.update()
+        .where(key.where() & (scans.c.state == PENDING) & (scans.c.lease_owner == owner))
+        .values(
+            state=DONE,
+            blocked=outcome.blocked,
+            verdict=report.verdict.value,
+            summary=report.summary(),
+            report=report.to_json(),
+            finished_at=now(),
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+    tags = verdict_tags(report)
+    if engine.dialect.name == "postgresql":  # one statement, in autocommit: one round trip
+        recorded = done.returning(scans.c.workspace, scans.c.name, scans.c.version).cte("done")
+        after = mlflow_adapter.model_version_outcome_after(recorded, outcome.status, outcome.message, tags)
+        statement = sa.select(sa.func.count()).select_from(recorded).add_cte(after)
+        rows = database.single_statement_engine(engine, "rows")
+        with rows.connect() as conn:
+            return bool(conn.execute(statement).scalar_one())
     with engine.begin() as conn:
-        done = conn.execute(
-            scans.update()
-            .where(key.where() & (scans.c.state == PENDING) & (scans.c.lease_owner == owner))
-            .values(
-                state=DONE,
-                blocked=outcome.blocked,
-                verdict=report.verdict.value,
-                summary=report.summary(),
-                report=report.to_json(),
-                finished_at=now(),
-                lease_owner=None,
-                lease_until=None,
-            )
-        ).rowcount
-        if done:
-            mlflow_adapter.set_model_version_outcome(
-                conn,
-                key.workspace,
-                key.name,
-                key.version,
-                outcome.status,
-                outcome.message,
-                verdict_tags(report),
-            )
-    return bool(done)
+        if not conn.execute(done).rowcount:
+            return False
+        mlflow_adapter.set_model_version_outcome(
+            conn, key.workspace, key.name, key.version, outcome.status, outcome.message, tags
+        )
+    return True
 
 
 def verdict_tags(report: ScanReport) -> dict[str, str]:
