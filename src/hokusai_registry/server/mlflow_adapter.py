@@ -986,12 +986,14 @@ def set_model_version_outcome(
         )
 
 
-def model_version_outcome_after(done: Any, status: str, message: str | None, tags: dict[str, str]) -> Any:
+@functools.cache
+def model_version_outcome_after(done: Any) -> Any:
     """PostgreSQL: :func:`set_model_version_outcome` as data-modifying CTEs after ``done``, a CTE that
-    returns the (workspace, name, version) whose outcome is recorded (none: nothing is written).
-    With ``done`` they make one statement, so recording a verdict is one round trip, not seven
-    (ping, BEGIN, four statements, COMMIT). A tag already set is replaced (ON CONFLICT), as the
-    delete-then-insert does; a version deleted meanwhile gets no tags, as there."""
+    returns the (workspace, name, version) whose outcome is recorded (none: nothing is written), with
+    the values of :func:`model_version_outcome_params`. With ``done`` they make one statement, so
+    recording a verdict is one round trip, not seven (ping, BEGIN, four statements, COMMIT). A tag
+    already set is replaced (ON CONFLICT), as the delete-then-insert does; a version deleted
+    meanwhile gets no tags, as there. Built once per ``done``: compiling it costs more than running it."""
     from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlModelVersionTag
     from sqlalchemy.dialects import postgresql
 
@@ -1003,21 +1005,29 @@ def model_version_outcome_after(done: Any, status: str, message: str | None, tag
             & (versions.c.name == done.c.name)
             & (versions.c.version == done.c.version)
         )
-        .values(status=status, status_message=stored_status_message(message))
+        .values(status=sa.bindparam("outcome_status"), status_message=sa.bindparam("outcome_message"))
         .returning(versions.c.workspace, versions.c.name, versions.c.version)
         .cte("updated")
     )
-    if not tags:
-        return updated
-    pairs = sa.values(sa.column("key", sa.String), sa.column("value", sa.Text), name="verdict_tags").data(
-        list(tags.items())
-    )
+    text_array = postgresql.ARRAY(sa.Text)
+    keys = sa.bindparam("outcome_tag_keys", type_=text_array)
+    values = sa.bindparam("outcome_tag_values", type_=text_array)
+    pairs = sa.func.unnest(keys, values).table_valued("key", "value").render_derived(name="verdict_tags")
     columns = ["workspace", "name", "version", "key", "value"]
     rows = sa.select(updated.c.workspace, updated.c.name, updated.c.version, pairs.c.key, pairs.c.value)
     insert = postgresql.insert(version_tags).from_select(columns, rows)
     return insert.on_conflict_do_update(
         constraint=version_tags.primary_key, set_={"value": insert.excluded.value}
     ).cte("tagged")
+
+
+def model_version_outcome_params(status: str, message: str | None, tags: dict[str, str]) -> dict[str, Any]:
+    return {
+        "outcome_status": status,
+        "outcome_message": stored_status_message(message),
+        "outcome_tag_keys": list(tags),
+        "outcome_tag_values": list(tags.values()),
+    }
 
 
 def stored_status_message(message: str | None) -> str:

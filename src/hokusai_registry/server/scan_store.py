@@ -299,35 +299,62 @@ class Recorded:
 
 def finish(engine: sa.Engine, key: VersionKey, owner: str, report: ScanReport, outcome: Outcome) -> bool:
     """Record the verdict and set the version's status, once: False if another worker got there first."""
-    done = (
-        scans.update()
-        .where(key.where() & (scans.c.state == PENDING) & (scans.c.lease_owner == owner))
-        .values(
-            state=DONE,
-            blocked=outcome.blocked,
-            verdict=report.verdict.value,
-            summary=report.summary(),
-            report=report.to_json(),
-            finished_at=now(),
-            lease_owner=None,
-            lease_until=None,
-        )
-    )
     tags = verdict_tags(report)
+    params = {
+        "key_workspace": key.workspace,
+        "key_name": key.name,
+        "key_version": key.version,
+        "owner": owner,
+        "verdict_blocked": outcome.blocked,
+        "verdict": report.verdict.value,
+        "verdict_summary": report.summary(),
+        "verdict_report": report.to_json(),
+        "verdict_at": now(),
+    }
     if engine.dialect.name == "postgresql":  # one statement, in autocommit: one round trip
-        recorded = done.returning(scans.c.workspace, scans.c.name, scans.c.version).cte("done")
-        after = mlflow_adapter.model_version_outcome_after(recorded, outcome.status, outcome.message, tags)
-        statement = sa.select(sa.func.count()).select_from(recorded).add_cte(after)
-        rows = database.single_statement_engine(engine, "rows")
-        with rows.connect() as conn:
-            return bool(conn.execute(statement).scalar_one())
+        params |= mlflow_adapter.model_version_outcome_params(outcome.status, outcome.message, tags)
+        with database.single_statement_engine(engine, "rows").connect() as conn:
+            return bool(conn.execute(_finish_in_one_statement(), params).scalar_one())
     with engine.begin() as conn:
-        if not conn.execute(done).rowcount:
+        if not conn.execute(_record_verdict(), params).rowcount:
             return False
         mlflow_adapter.set_model_version_outcome(
             conn, key.workspace, key.name, key.version, outcome.status, outcome.message, tags
         )
     return True
+
+
+@functools.cache
+def _record_verdict() -> sa.Update:
+    """The scan row's verdict, where it is still pending and leased to the caller (built once)."""
+    key = (
+        (scans.c.workspace == sa.bindparam("key_workspace"))
+        & (scans.c.name == sa.bindparam("key_name"))
+        & (scans.c.version == sa.bindparam("key_version"))
+    )
+    return (
+        scans.update()
+        .where(key & (scans.c.state == PENDING) & (scans.c.lease_owner == sa.bindparam("owner")))
+        .values(
+            state=DONE,
+            blocked=sa.bindparam("verdict_blocked"),
+            verdict=sa.bindparam("verdict"),
+            summary=sa.bindparam("verdict_summary"),
+            report=sa.bindparam("verdict_report"),
+            finished_at=sa.bindparam("verdict_at"),
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+
+
+@functools.cache
+def _finish_in_one_statement() -> sa.Select[Any]:
+    """PostgreSQL's finish: the verdict's update returns the version it recorded, and the version's
+    status and tags follow in the same statement (mlflow_adapter.model_version_outcome_after)."""
+    done = _record_verdict().returning(scans.c.workspace, scans.c.name, scans.c.version).cte("done")
+    after = mlflow_adapter.model_version_outcome_after(done)
+    return sa.select(sa.func.count()).select_from(done).add_cte(after)
 
 
 def verdict_tags(report: ScanReport) -> dict[str, str]:
