@@ -34,6 +34,7 @@ from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
 from hokusai_registry.server import database, mlflow_adapter
 from hokusai_registry.server.auth_store import CachedAuthStore
+from hokusai_registry.server.recent_rows import RecentRows
 from hokusai_registry.server.registry_store import RegistryStore
 from hokusai_registry.server.schema import create_tables, read_epochs
 from tests.services import Postgres, postgres_cluster
@@ -1073,6 +1074,101 @@ def test_the_auth_app_gets_the_row_lookups_and_the_rest_of_each_store(
     assert len(auth._get_model_registry_store().get_registered_model("m").latest_versions) == 1
     assert auth._get_tracking_store().get_run(run_id).data.params == {"p": "v"}
     assert auth._get_model_registry_store().search_registered_models().to_list()[0].name == "m"
+
+
+def test_a_checked_row_answers_the_next_checks_until_its_interval_ends(
+    monkeypatch: pytest.MonkeyPatch, stores: tuple[Any, Any]
+) -> None:
+    """No statement for a run or logged model checked a moment ago; a model deleted meanwhile is
+    found until the interval ends (recent_rows.py), a missing one never."""
+    from mlflow.exceptions import MlflowException
+
+    tracking, _registry = stores
+    monkeypatch.setattr(auth, "_get_tracking_store", auth._get_tracking_store)
+    monkeypatch.setattr(handlers, "_tracking_store", tracking)
+    now = [0.0]
+    mlflow_adapter.install_auth_row_lookups(lambda: False, RecentRows(1.0, clock=lambda: now[0]))
+    experiment = tracking.create_experiment("e")
+    run_id = tracking.create_run(experiment, "u", 0, [], None).info.run_id
+    model_id = tracking.create_logged_model(experiment, name="lm").model_id
+    sent: list[str] = []
+
+    def capture(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        sent.append(statement)
+
+    engines = {tracking.engine, database.single_statement_engine(tracking.engine, "rows")}
+    for engine in engines:
+        sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        store = auth._get_tracking_store()
+        assert store.get_run(run_id).info.experiment_id == experiment
+        assert store.get_logged_model(model_id).experiment_id == experiment
+        first = len(sent)
+        assert first > 0
+        now[0] = 0.9
+        assert store.get_run(run_id).info.experiment_id == experiment
+        assert store.get_logged_model(model_id).experiment_id == experiment
+        assert len(sent) == first  # answered from the rows read 0.9 s ago
+        tracking.delete_logged_model(model_id)
+        assert store.get_logged_model(model_id).experiment_id == experiment  # within the interval
+        now[0] = 1.0
+        with pytest.raises(MlflowException, match="not found"):  # read anew: MLflow's own answer
+            store.get_logged_model(model_id)
+        for _ in range(2):  # a missing row is read every time
+            before = len(sent)
+            with pytest.raises(MlflowException):
+                store.get_run("0" * 32)
+            assert len(sent) > before
+    finally:
+        for engine in engines:
+            sa.event.remove(engine, "before_cursor_execute", capture)
+
+
+ROW_READS = {"get_run", "get_logged_model"}
+EXPERIMENT_ONLY = (("experiment_id",), ("info", "experiment_id"))
+
+
+def attribute_chain(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> tuple[str, ...]:
+    """The attribute names read off ``node``: ``x.info.experiment_id`` -> (info, experiment_id)."""
+    chain: list[str] = []
+    while isinstance(parent := parents.get(node), ast.Attribute) and parent.value is node:
+        chain.append(parent.attr)
+        node = parent
+    return tuple(chain)
+
+
+def test_the_auth_app_reads_only_the_experiment_of_a_run_or_logged_model() -> None:
+    """recent_rows.py keeps a checked row for a second: sound only while the auth app uses nothing of a
+    run or logged model but its experiment (which never changes) and whether it exists. Every read of
+    one in MLflow's auth module must be used as ``row.experiment_id``, ``row.info.experiment_id`` or
+    ``row is None``, directly or through the one name it is assigned to."""
+    tree = ast.parse(inspect.getsource(auth))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    reads = [node for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr in ROW_READS]
+    assert len(reads) >= 5  # the run and logged-model checks, get-history, GraphQL
+    for read in reads:
+        call = parents[read]
+        if isinstance(call, ast.Call) and call.func is read:  # store.get_run(x)...
+            used: ast.AST = call
+        else:  # _fetch_or_none(store.get_run, x)
+            used = parents[read]
+            assert isinstance(used, ast.Call) and getattr(used.func, "id", None) == "_fetch_or_none"
+        chain = attribute_chain(used, parents)
+        if chain:
+            assert chain in EXPERIMENT_ONLY, (read.lineno, chain)
+            continue
+        assign = parents[used]
+        assert isinstance(assign, ast.Assign) and len(assign.targets) == 1, read.lineno
+        target = assign.targets[0]
+        assert isinstance(target, ast.Name), read.lineno
+        function = assign
+        while not isinstance(function, ast.FunctionDef):
+            function = parents[function]
+        for name in ast.walk(function):
+            if isinstance(name, ast.Name) and name.id == target.id and isinstance(name.ctx, ast.Load):
+                compare = parents[name]
+                is_none = isinstance(compare, ast.Compare) and isinstance(compare.ops[0], ast.Is | ast.IsNot)
+                assert is_none or attribute_chain(name, parents) in EXPERIMENT_ONLY, (name.lineno, target.id)
 
 
 # --- 13. the Flask before-request hook, its validators and after-request handlers ------------------------

@@ -33,7 +33,7 @@ from hokusai_registry.server import (
     scoped_search,
     shared_reads,
 )
-from hokusai_registry.server.auth_store import CachedAuthStore
+from hokusai_registry.server.auth_store import EPOCH_INTERVAL, CachedAuthStore
 from hokusai_registry.server.authenticator import Authenticator
 from hokusai_registry.server.external import ExternalKeyService
 from hokusai_registry.server.key_api import PREFIX, ServerFacts, create_key_api
@@ -75,7 +75,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
     decisions.install(flask_app, auth_store.refresh_epochs)
     scans, quarantine = install_scanning(settings)
     registry_store.install(scans, quarantine)
-    shared_reads.install()
+    shared_reads.install(recent_rows_interval=min(EPOCH_INTERVAL, settings.cache_ttl_seconds))
     scoped_search.install()
     mlflow_adapter.index_grant_folds()
     if not isinstance(asgi_app, FastAPI):

@@ -49,7 +49,8 @@ _MISSING = object()
 MAX_ENTRIES = 50_000
 LOAD_STRIPES = 64
 LOAD_COST_FACTOR = 10  # an entry lives at least this many times as long as it took to load
-EPOCH_INTERVAL = 1.0  # seconds a decides-only request trusts its caller's last epoch read
+# Seconds a decides-only request trusts its caller's last epoch read, and a check a row (recent_rows.py).
+EPOCH_INTERVAL = 1.0
 Key = tuple[Any, ...]
 
 

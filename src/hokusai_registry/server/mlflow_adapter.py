@@ -61,7 +61,9 @@ What we rely on (MLflow 3.17):
     is a directory (:func:`download_one_file`).
 12. MLflow's auth app gets the tracking store through its own module global ``_get_tracking_store``
     (imported from the handlers), and reads a run or logged model fetched through it for nothing but
-    ``experiment_id`` (a run's ``info.experiment_id``): the call sites are listed in the contract test.
+    ``experiment_id`` (a run's ``info.experiment_id``) and whether it exists: the call sites are listed
+    in the contract test, which also walks every use of what they return. So a row one check read a
+    moment ago may answer the next (recent_rows.py).
     ``SqlAlchemyStore._get_run(session, run_id)`` and ``_get_query(session, SqlLoggedModel)`` find the row
     as ``get_run`` and ``get_logged_model`` do (workspace scoping included) before those load the row's
     tags, params, metrics, inputs and outputs. Likewise its ``_get_model_registry_store`` global, whose
@@ -97,6 +99,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm
 
 from hokusai_registry.server import database
+from hokusai_registry.server.recent_rows import RecentRows
 
 __all__ = [
     "ADMIN_BOOTSTRAPPED_ENV",
@@ -305,8 +308,9 @@ class _TrackingRows:
     queries, and the handler then reads it again), unless ``share_full`` says the handler will reuse
     the full read."""
 
-    def __init__(self, share_full: Callable[[], bool]) -> None:
+    def __init__(self, share_full: Callable[[], bool], recent: RecentRows) -> None:
         self.share_full = share_full
+        self.recent = recent
 
     def __getattr__(self, name: str) -> Any:
         from mlflow.server import handlers
@@ -317,7 +321,9 @@ class _TrackingRows:
         from mlflow.server import handlers
 
         store = handlers._get_tracking_store()
-        return store.get_run(run_id) if self.share_full() else run_row(store, run_id)
+        if self.share_full():
+            return store.get_run(run_id)
+        return self.recent.read(("run", run_id), lambda: run_row(store, run_id))
 
     def get_logged_model(self, model_id: str, allow_deleted: bool = False) -> Any:
         from mlflow.server import handlers
@@ -325,7 +331,8 @@ class _TrackingRows:
         store = handlers._get_tracking_store()
         if self.share_full():
             return store.get_logged_model(model_id, allow_deleted)
-        return logged_model_row(store, model_id, allow_deleted)
+        key = ("logged_model", model_id, bool(allow_deleted))
+        return self.recent.read(key, lambda: logged_model_row(store, model_id, allow_deleted))
 
 
 class _RegistryRows:
@@ -466,13 +473,15 @@ def _row_sessions(engine: sa.Engine) -> Any:
     return _get_managed_session_maker(sa.orm.sessionmaker(bind=rows), rows.dialect.name)
 
 
-def install_auth_row_lookups(share_full_read: Callable[[], bool]) -> None:
+def install_auth_row_lookups(share_full_read: Callable[[], bool], recent: RecentRows | None = None) -> None:
     """Make MLflow's auth app read the one row it decides on: a run's or logged model's experiment, a
     registered model's tags and workspace. ``share_full_read()`` True: the full read instead, which the
-    handler of the same request reuses (shared_reads.py)."""
+    handler of the same request reuses (shared_reads.py). A run's or logged model's row read less than
+    ``recent.interval`` ago answers again (recent_rows.py); none kept by default."""
     from mlflow.server import auth
 
-    tracking, registry = _TrackingRows(share_full_read), _RegistryRows(share_full_read)
+    tracking = _TrackingRows(share_full_read, recent or RecentRows(0))
+    registry = _RegistryRows(share_full_read)
     auth._get_tracking_store = lambda: tracking
     auth._get_model_registry_store = lambda: registry
 

@@ -6,7 +6,8 @@ handler reads all of it again. Such a request only reads, so nothing changes bet
 check makes the full read, it is kept in the request state, and the handler gets it. Nothing outlives
 the request, and a failed read is not kept (the handler reads again and fails as MLflow does). Every
 other request's check reads only the row it decides on (``mlflow_adapter.install_auth_row_lookups``):
-a full read there would be one nobody reuses (``get-history``'s check of each run, for one).
+a full read there would be one nobody reuses (``get-history``'s check of each run, for one), and
+a run's or logged model's row read by a check less than a second ago answers again (recent_rows.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 from hokusai_registry.server import mlflow_adapter
 from hokusai_registry.server.context import current_request
+from hokusai_registry.server.recent_rows import RecentRows
 
 T = TypeVar("T")
 
@@ -52,8 +54,9 @@ def _shared_get_logged_model(get_logged_model: Callable[..., Any]) -> Callable[.
     return get_logged_model_once
 
 
-def install() -> None:
-    """Share the tracking store's full reads, and give the auth app full reads in reads by id."""
+def install(recent_rows_interval: float = 0) -> None:
+    """Share the tracking store's full reads, and give the auth app full reads in reads by id; its
+    other checks reuse a run's or logged model's row read less than ``recent_rows_interval`` ago."""
     mlflow_adapter.intercept_store_method("tracking", "get_run", _shared_get_run)
     mlflow_adapter.intercept_store_method("tracking", "get_logged_model", _shared_get_logged_model)
-    mlflow_adapter.install_auth_row_lookups(sharing_reads)
+    mlflow_adapter.install_auth_row_lookups(sharing_reads, RecentRows(recent_rows_interval))
