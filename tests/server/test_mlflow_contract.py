@@ -34,6 +34,7 @@ from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
 from hokusai_registry.server import database, mlflow_adapter
 from hokusai_registry.server.auth_store import CachedAuthStore
+from hokusai_registry.server.context import RequestState, current_request
 from hokusai_registry.server.recent_rows import RecentRows
 from hokusai_registry.server.registry_store import RegistryStore
 from hokusai_registry.server.schema import create_tables, read_epochs
@@ -221,6 +222,57 @@ def test_the_authorization_function_replaces_the_configured_one(
     assert auth.auth_config.authorization_function == "somewhere:hook"
     assert environment_variables.MLFLOW_BASIC_AUTH_FAIL_CLOSED.get() is True
     assert mlflow_adapter.auth_database_uri() == auth.auth_config.database_uri
+
+
+def test_the_fastapi_side_asks_the_hook_through_one_global_then_the_store_for_the_user() -> None:
+    """What authenticate_fastapi_by_principal takes the place of (assumption 2)."""
+    source = inspect.getsource(auth)
+    assert "auth_result = _authenticate_custom_for_fastapi(request)" in source
+    bridge = auth._authenticate_custom_for_fastapi
+    bridge = getattr(bridge, "__wrapped__", bridge)
+    assert "return store.get_user(username)" in inspect.getsource(bridge)
+
+
+def test_a_principal_skips_the_flask_context_and_gets_the_user_mlflows_bridge_gets(
+    mlflow_globals: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Differential: MLflow's own bridge, running our hook in a Flask request context, and ours."""
+    from starlette.requests import Request
+
+    from hokusai_registry.server import flask_hook
+    from hokusai_registry.server.context import Principal, current_principal
+
+    real = SqlAlchemyStore()
+    real.init_db(f"sqlite:///{tmp_path / 'auth.db'}")
+    real.create_user("alice", "a-long-enough-password-1A!")
+    monkeypatch.setattr(auth, "store", real)
+    monkeypatch.setattr(auth, "_authenticate_custom_for_fastapi", auth._authenticate_custom_for_fastapi)
+    mlflow_adapter.use_authorization_function(flask_hook.AUTHORIZATION_FUNCTION)
+    mlflow_bridge = auth._authenticate_custom_for_fastapi
+    for _ in range(2):  # installed twice: wraps MLflow's bridge once
+        mlflow_adapter.authenticate_fastapi_by_principal(current_principal)
+    assert auth._authenticate_custom_for_fastapi.__wrapped__ is mlflow_bridge  # type: ignore[attr-defined]
+    scope = {"type": "http", "method": "PUT", "path": "/ajax-api/2.0/mlflow-artifacts/artifacts/1/x",
+             "query_string": b"", "headers": [], "root_path": ""}  # fmt: skip
+    for username in ("alice", "nobody"):
+        token = current_request.set(
+            RequestState(Principal(key_id="k1", username=username, scope="write"), read_only=False)
+        )
+        try:
+            ours, theirs = (
+                bridge(Request(scope)) for bridge in (auth._authenticate_custom_for_fastapi, mlflow_bridge)
+            )
+        finally:
+            current_request.reset(token)
+        assert (ours and (ours.id, ours.username, ours.is_admin)) == (
+            theirs and (theirs.id, theirs.username, theirs.is_admin)
+        )
+        assert (ours is None) == (username == "nobody")
+    asked: list[object] = []
+    monkeypatch.setattr(auth, "_authenticate_custom_for_fastapi", lambda request: asked.append(request))
+    mlflow_adapter.authenticate_fastapi_by_principal(current_principal)
+    request = Request(scope)
+    assert auth._authenticate_custom_for_fastapi(request) is None and asked == [request]  # no principal
 
 
 # --- 4. the FastAPI permission middleware ------------------------------------------------------------------

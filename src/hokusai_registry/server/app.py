@@ -35,6 +35,7 @@ from hokusai_registry.server import (
 )
 from hokusai_registry.server.auth_store import EPOCH_INTERVAL, CachedAuthStore
 from hokusai_registry.server.authenticator import Authenticator
+from hokusai_registry.server.context import current_principal
 from hokusai_registry.server.external import ExternalKeyService
 from hokusai_registry.server.key_api import PREFIX, ServerFacts, create_key_api
 from hokusai_registry.server.keys import KeyLimits, KeyStore
@@ -69,6 +70,7 @@ def create_app(app: Any = None) -> ApiKeyMiddleware:
     )
     authenticator = Authenticator(keys, settings.cache_ttl_seconds, external)
     flask_hook.install(authenticator)
+    mlflow_adapter.authenticate_fastapi_by_principal(current_principal)
 
     flask_app = app or mlflow_flask_app
     asgi_app = mlflow_auth.create_app(flask_app)
