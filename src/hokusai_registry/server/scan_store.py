@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -112,7 +113,10 @@ class ScanRecord:
 
     @classmethod
     def from_row(cls, row: sa.Row[tuple[object, ...]]) -> ScanRecord:
-        data = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[Any, Any]) -> ScanRecord:
         return cls(
             key=VersionKey(data["workspace"], data["name"], data["version"]),
             storage_location=data["storage_location"],
@@ -427,22 +431,29 @@ def scanned_at_or_around(engine: sa.Engine, path: str, ancestors: list[str]) -> 
 def _at_or_around(
     engine: sa.Engine, path: str, ancestors: list[str], *, blocked_only: bool
 ) -> ScanRecord | None:
-    query = _around_query(engine.dialect.name == "postgresql", blocked_only)
-    with database.planned_with_values(), engine.connect() as conn:
-        row = conn.execute(query, {"ancestors": ancestors, "low": path + "/", "high": path + "0"}).first()
-    return ScanRecord.from_row(row) if row else None
+    postgresql = engine.dialect.name == "postgresql"
+    query = around_sql(postgresql, blocked_only, len(ancestors))
+    condition: object = True if blocked_only else DELETED
+    near = (ancestors,) if postgresql else tuple(ancestors)
+    with database.planned_with_values():
+        row = database.fetch_one(engine, query, (condition, *near, path + "/", path + "0"))
+    return ScanRecord.from_mapping(dict(zip(scans.c.keys(), row, strict=True))) if row else None
 
 
 @functools.cache
-def _around_query(postgresql: bool, blocked_only: bool) -> sa.Select[Any]:
+def around_sql(postgresql: bool, blocked_only: bool, ancestors: int) -> str:
     """One indexed lookup, whatever the number of versions (every upload and download asks): the
     prefixes equal to an ancestor, and those under ``path``, which in byte order are exactly the range
     [``path/``, ``path0``) ('0' follows '/'). SQLite compares text bytewise; PostgreSQL is told to.
-    Built once: making the statement cost more than running it."""
-    prefix = scans.c.artifact_prefix
-    ordered = sa.collate(prefix, "C") if postgresql else prefix
-    near = prefix.in_(sa.bindparam("ancestors", expanding=True)) | (
-        (ordered >= sa.bindparam("low")) & (ordered < sa.bindparam("high"))
-    )
-    condition = scans.c.blocked if blocked_only else scans.c.state != DELETED
-    return scans.select().where(condition).where(near).limit(1)
+    Sent without SQLAlchemy's statement layer, which cost more than the lookup (0.62 ms against 0.29
+    on PostgreSQL). Its parameters: the blocked flag or the deleted state, the ancestors (one array on
+    PostgreSQL, one each on SQLite), then the range's two ends."""
+    mark = "%s" if postgresql else "?"
+    if postgresql:
+        prefix, ancestor = 'artifact_prefix COLLATE "C"', f"artifact_prefix = ANY({mark})"
+    else:
+        prefix, ancestor = "artifact_prefix", f"artifact_prefix IN ({', '.join([mark] * ancestors)})"
+    condition = f"blocked = {mark}" if blocked_only else f"state != {mark}"
+    columns = ", ".join(scans.c.keys())
+    where = f"{condition} AND ({ancestor} OR ({prefix} >= {mark} AND {prefix} < {mark}))"
+    return f"SELECT {columns} FROM hokusai_scans WHERE {where} LIMIT 1"  # noqa: S608 (constants only)
