@@ -110,11 +110,10 @@ def test_the_lookup_is_an_index_search_not_a_scan_of_every_version(
     assert scan_store.blocked_at_or_around(engine, "1/models", ancestors("1/models")) is not None
 
 
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)  # SQLite prepares nothing on a server
 def test_the_lookup_is_planned_with_its_values(engine: sa.Engine) -> None:
     """Prepared, PostgreSQL would switch it to a generic plan after five runs, and that plan reads
     every version's row (32 ms at 100,000 versions against 0.3 ms; database.py)."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite prepares nothing on a server")
     database.install()  # every other statement of a worker's connection is prepared
     store(engine, [f"{i % 50}/models/m-{i}/artifacts" for i in range(200)])
     rows = database.single_statement_engine(engine, "rows")  # what the quarantine reads from

@@ -100,9 +100,8 @@ def test_a_version_deleted_meanwhile_gets_its_verdict_recorded_and_no_tags(store
         assert conn.execute(tags, {"name": key.name}).scalar_one() == 0
 
 
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)  # SQLite has no round trips to save
 def test_on_postgresql_it_is_one_statement(store: SqlAlchemyStore) -> None:
-    if store.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has no round trips to save")
     key = pending_version(store)
     sent: list[str] = []
 
