@@ -1,5 +1,5 @@
-"""How the databases are set up: PostgreSQL prepares repeated statements, except a scoped search's;
-SQLite logs ahead.
+"""How the databases are set up: PostgreSQL prepares repeated statements, except the two whose plan
+depends on their values; SQLite logs ahead.
 
 psycopg 3 prepares a statement on the server after its fifth run on a connection. PostgreSQL then
 may switch it to a generic plan, made once without the parameters' values and reused: that saves

@@ -292,9 +292,8 @@ def authenticate_fastapi_by_principal(principal: Callable[[], Any]) -> None:
     without one, MLflow's own bridge runs."""
     from mlflow.server import auth
 
-    bridge = getattr(
-        auth._authenticate_custom_for_fastapi, "__wrapped__", auth._authenticate_custom_for_fastapi
-    )
+    installed = auth._authenticate_custom_for_fastapi
+    bridge = getattr(installed, "__wrapped__", installed)  # building the app twice wraps MLflow's once
 
     @functools.wraps(bridge)
     def authenticate(request: Any) -> Any:
@@ -1025,14 +1024,13 @@ def set_model_version_outcome(
         )
 
 
-@functools.cache
 def model_version_outcome_after(done: Any) -> Any:
     """PostgreSQL: :func:`set_model_version_outcome` as data-modifying CTEs after ``done``, a CTE that
     returns the (workspace, name, version) whose outcome is recorded (none: nothing is written), with
     the values of :func:`model_version_outcome_params`. With ``done`` they make one statement, so
     recording a verdict is one round trip, not seven (ping, BEGIN, four statements, COMMIT). A tag
     already set is replaced (ON CONFLICT), as the delete-then-insert does; a version deleted
-    meanwhile gets no tags, as there. Built once per ``done``: compiling it costs more than running it."""
+    meanwhile gets no tags, as there. Build it once (scan_store does): compiling costs more than running."""
     from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlModelVersionTag
     from sqlalchemy.dialects import postgresql
 
