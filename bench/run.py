@@ -7,7 +7,8 @@ Run by hand from the repository root; each command starts the servers and prints
     .venv/bin/python bench/run.py cpu [--rounds 3] [--seconds 8]            # worker CPU ms per request
     .venv/bin/python bench/run.py artifacts [--artifact-rounds 2] [--mib 256]  # PUT/GET via the server
     .venv/bin/python bench/run.py registration [--runs 20] [--postgres]     # client log + register
-    .venv/bin/python bench/run.py mixed [--rate 5] [--rounds 3] [--seconds 8]  # reads while others register
+    .venv/bin/python bench/run.py mixed [--rate 5] [--rounds 3] [--seconds 8] [--readers 16]  # reads while
+                                        # others register; --readers 1,4,16: the gap against queue depth
     .venv/bin/python bench/run.py statements [--registrations 5]            # SQL a registration sends
     .venv/bin/python bench/run.py profile [--profile-seconds 10]            # py-spy on our worker
     .venv/bin/python bench/run.py all                                       # all of them, one server set
@@ -583,9 +584,13 @@ class Writers(threading.Thread):
         return float(self.done)
 
 
-def bench_mixed(servers: list[Server], rounds: int, seconds: int, rate: float) -> str:
-    """wrk's 16 connections read while writers register models; stock (no auth), ours and ours-base
-    (another checkout's code, for a change measured in the same run) with write keys."""
+def bench_mixed(servers: list[Server], rounds: int, seconds: int, rate: float, readers: int = 16) -> str:
+    """wrk's ``readers`` connections read while writers register models; stock (no auth), ours and
+    ours-base (another checkout's code, for a change measured in the same run) with write keys.
+
+    wrk's connections send their next request as soon as the last is answered, so one worker is
+    saturated and a read waits behind the others: its p50 is about ``readers`` times the worker's
+    time per request, and so is any difference in that time between two servers."""
     from scale import key
 
     writer_keys = {
@@ -603,7 +608,7 @@ def bench_mixed(servers: list[Server], rounds: int, seconds: int, rate: float) -
             writers = Writers(server, writer_keys[server.kind], rate)
             started = time.monotonic()
             writers.start()
-            result = wrk(server.url + READ_PATH, headers, 16, seconds)
+            result = wrk(server.url + READ_PATH, headers, readers, seconds)
             results.setdefault(label, []).append(result)
             achieved.setdefault(label, []).append(writers.stop() / (time.monotonic() - started))
             print(f"round {round_ + 1} {label}: {result}", file=sys.stderr)
@@ -793,6 +798,7 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="let the scheduler place wrk and workers")
     parser.add_argument("--profile-raw", type=Path, help="keep py-spy's collapsed stacks in this file")
     parser.add_argument("--rate", type=float, default=5.0, help="mixed: registrations a second")
+    parser.add_argument("--readers", default="16", help="mixed: wrk connections, comma-separated")
     parser.add_argument("--registrations", type=int, default=5, help="statements: registrations counted")
     parser.add_argument("--sizes", default="1000,10000,100000", help="scale: foreign rows, growing")
     parser.add_argument("--scale-kind", default="models", choices=("models", "experiments"))
@@ -842,10 +848,10 @@ def main() -> None:
             result = bench_statements(servers, statement_log, args.registrations)
             print(f"## statements per stock-client registration\n\n{result}\n", flush=True)
         if "mixed" in wanted:
-            result = bench_mixed(servers, args.rounds, args.seconds, args.rate)
-            print(
-                f"## mixed: 16 readers, other tenants registering {args.rate:g}/s\n\n{result}\n", flush=True
-            )
+            for readers in (int(n) for n in args.readers.split(",")):
+                result = bench_mixed(servers, args.rounds, args.seconds, args.rate, readers)
+                title = f"mixed: {readers} readers, other tenants registering {args.rate:g}/s"
+                print(f"## {title}\n\n{result}\n", flush=True)
         if "profile" in wanted:
             raw = args.profile_raw or root / "profile.txt"
             result = bench_profile(servers, raw.resolve(), args.profile_seconds, args.profile_kind)
