@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import io
 import os
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -1312,3 +1313,67 @@ def test_the_after_request_handler_named_is_the_one_mlflows_hook_runs(
         assert ran == ([name] if name else []), (method, path)
         named += name is not None
     assert named > 50
+
+
+SEARCH_FILTERS = {
+    ("/api/2.0/mlflow/registered-models/search", "GET"): "filter_search_registered_models",
+    ("/api/2.0/mlflow/experiments/search", "POST"): "filter_search_experiments",
+}
+
+
+@pytest.mark.parametrize(("route", "name"), SEARCH_FILTERS.items())
+def test_the_search_filters_keep_of_a_re_query_only_the_rows_missing(
+    route: tuple[str, str], name: str
+) -> None:
+    """scoped_search.py reads a filter's re-queries in steps: sound only while the filter keeps the
+    first ``max_results - len(page)`` rows of each and moves the token by the rows it kept."""
+    assert mlflow_adapter.after_request_handler_name(*route) == name
+    tree = ast.parse(textwrap.dedent(inspect.getsource(getattr(auth, name))))
+    kept = [
+        node.value.slice
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and [ast.unparse(target) for target in node.targets] == ["refetched"]
+        and isinstance(node.value, ast.Subscript)
+        and ast.unparse(node.value.value) == "refetched"
+    ]
+    assert len(kept) == 1 and isinstance(kept[0], ast.Slice) and kept[0].lower is None
+    missing = kept[0].upper
+    assert isinstance(missing, ast.BinOp) and isinstance(missing.op, ast.Sub)
+    assert ast.unparse(missing.left) == "request_message.max_results"
+    assert ast.unparse(missing.right).startswith("len(response_message.")
+    sums = {ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.BinOp)}
+    assert "start_offset + len(refetched)" in sums
+    stops = [ast.unparse(node.test) for node in ast.walk(tree) if isinstance(node, ast.If)]
+    assert "len(refetched) == 0" in stops
+
+
+def test_a_wrapped_search_filter_is_what_mlflows_hook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flask import Response
+
+    monkeypatch.setattr(auth, "AFTER_REQUEST_HANDLERS", dict(auth.AFTER_REQUEST_HANDLERS))
+    parameterized = dict(auth.PARAMETERIZED_AFTER_REQUEST_HANDLERS)
+    monkeypatch.setattr(auth, "PARAMETERIZED_AFTER_REQUEST_HANDLERS", parameterized)
+    authorizing = auth._SELF_AUTHORIZING_AFTER_REQUEST_HANDLERS
+    monkeypatch.setattr(auth, "_SELF_AUTHORIZING_AFTER_REQUEST_HANDLERS", authorizing)
+    ran: list[str] = []
+
+    def wrap(label: str) -> Any:
+        def wrapping(handler: Any) -> Any:
+            def wrapped(_response: Any) -> None:
+                ran.append(f"{label}:{handler.__name__}")
+
+            return wrapped
+
+        return wrapping
+
+    mlflow_adapter.wrap_after_request_handlers({"filter_search_experiments": wrap("first")})
+    mlflow_adapter.wrap_after_request_handlers({"filter_search_experiments": wrap("second")})
+    with auth.app.test_request_context("/api/2.0/mlflow/experiments/search", method="POST") as context:
+        assert auth._find_validator(context.request) is None  # the filter alone authorizes it
+        assert auth._authorized_outside_before_request(context.request)  # and still does, wrapped
+        auth._after_request(Response(status=200))
+    assert ran == ["second:filter_search_experiments"]  # the original, wrapped once
+    assert auth.AFTER_REQUEST_HANDLERS[("/api/2.0/mlflow/registered-models/search", "GET")] is (
+        auth.filter_search_registered_models
+    )

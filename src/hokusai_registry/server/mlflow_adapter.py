@@ -85,6 +85,13 @@ What we rely on (MLflow 3.17):
     grants is ``AFTER_REQUEST_HANDLERS`` (exact path), else ``PARAMETERIZED_AFTER_REQUEST_HANDLERS``
     (regex), as ``_after_request`` looks them up (:func:`wrap_before_request`,
     :func:`flask_validator_name`, :func:`after_request_handler_name`, decisions.py).
+14. ``filter_search_registered_models`` and ``filter_search_experiments``, the after-request handlers
+    of those searches, fill a page whose unreadable rows they dropped by querying the store again
+    from the page's token; of each re-query they keep only as many rows as the page is missing
+    (``refetched[: max_results - len(page)]``), and move the token by the rows they kept
+    (:func:`wrap_after_request_handlers`, scoped_search.py). Those searches have no validator: a
+    route is let through by its handler's membership in ``_SELF_AUTHORIZING_AFTER_REQUEST_HANDLERS``
+    (``_authorized_outside_before_request``), so a wrapped handler joins that set.
 """
 
 from __future__ import annotations
@@ -94,7 +101,7 @@ import copy
 import functools
 import inspect
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -152,6 +159,7 @@ __all__ = [
     "translate_download_errors",
     "use_authorization_function",
     "with_outcome",
+    "wrap_after_request_handlers",
 ]
 
 ADMIN_BOOTSTRAPPED_ENV = "_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED"
@@ -704,6 +712,28 @@ def flask_validator_name(request: Any) -> str | None:
 
     validator = _find_validator(request)
     return getattr(validator, "__name__", None) if validator is not None else None
+
+
+def wrap_after_request_handlers(wraps: Mapping[str, Callable[[Any], Any]]) -> None:
+    """Replace each after-request handler of MLflow's auth app named in ``wraps`` with
+    ``wraps[name](handler)``, where ``_after_request`` finds it. Installing twice wraps the original.
+
+    A route without a validator is refused unless its handler is one MLflow counts as authorizing
+    it by filtering the response (``_SELF_AUTHORIZING_AFTER_REQUEST_HANDLERS``, by identity): a
+    replacement of such a handler is counted as it was."""
+    from mlflow.server import auth
+
+    authorizing = set(auth._SELF_AUTHORIZING_AFTER_REQUEST_HANDLERS)
+    for table in (auth.AFTER_REQUEST_HANDLERS, auth.PARAMETERIZED_AFTER_REQUEST_HANDLERS):
+        for key, handler in list(table.items()):
+            original = getattr(handler, "__wrapped__", handler)
+            wrap = wraps.get(getattr(original, "__name__", ""))
+            if wrap is not None:
+                table[key] = replacement = wrap(original)
+                replacement.__wrapped__ = original
+                if original in authorizing:
+                    authorizing.add(replacement)
+    auth._SELF_AUTHORIZING_AFTER_REQUEST_HANDLERS = frozenset(authorizing)
 
 
 def after_request_handler_name(path: str, method: str) -> str | None:
