@@ -1346,6 +1346,18 @@ def test_the_search_filters_keep_of_a_re_query_only_the_rows_missing(
     assert "start_offset + len(refetched)" in sums
     stops = [ast.unparse(node.test) for node in ast.walk(tree) if isinstance(node, ast.If)]
     assert "len(refetched) == 0" in stops
+    # One store search, the re-query, from the page's own token; nothing else in the filter is clamped.
+    searches = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr.startswith("search_")
+    ]
+    assert len(searches) == 1
+    given = {keyword.arg: ast.unparse(keyword.value) for keyword in searches[0].keywords}
+    assert given["page_token"] == "response_message.next_page_token"
+    assert given["max_results"] == "request_message.max_results"
 
 
 def test_a_wrapped_search_filter_is_what_mlflows_hook_runs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,13 @@ from mlflow.store.entities.paged_list import PagedList
 from mlflow.utils.search_utils import SearchUtils
 
 from hokusai_registry.server import scoped_search
-from hokusai_registry.server.scoped_search import EXPERIMENTS, REGISTERED_MODELS, Kind
+from hokusai_registry.server.scoped_search import (
+    EXPERIMENTS,
+    REFETCH_FIRST,
+    REFETCH_GROWTH,
+    REGISTERED_MODELS,
+    Kind,
+)
 
 
 @dataclass
@@ -90,14 +96,15 @@ def row_id(row: Any) -> int:
 def filtered(
     monkeypatch: pytest.MonkeyPatch,
     search: Search,
-    rows: Rows,
+    count: int,
     readable: set[int],
     max_results: int,
     steps: bool,
-) -> dict[str, Any]:
-    """The response MLflow's filter makes of the first page, with its re-queries whole or in steps."""
+) -> tuple[dict[str, Any], list[int]]:
+    """The response MLflow's filter makes of the first page of ``count`` rows, with its re-queries
+    whole or in steps, and how many rows each re-query asked the store for."""
     with monkeypatch.context() as patch:
-        store = Rows(rows.count)
+        store = Rows(count)
         method = getattr(store, search.store_method)
         wrapped = scoped_search.scoped(search.kind, lambda _store, **kwargs: method(**kwargs))
         setattr(store, search.store_method, lambda **kwargs: wrapped(store, **kwargs))
@@ -120,8 +127,7 @@ def filtered(
         with auth.app.test_request_context(search.path, method=search.method, **request_args):
             response = Response(json.dumps(body), mimetype="application/json")
             filter_response(response)
-        rows.asked = store.asked[1:]  # the re-queries only
-        return dict(json.loads(response.get_data()))
+        return dict(json.loads(response.get_data())), store.asked[1:]  # the re-queries only
 
 
 def _to_json(row: Any) -> str:
@@ -141,23 +147,22 @@ def test_re_queries_in_steps_answer_as_whole_pages(
     search: str, count: int, max_results: int, data: st.DataObject
 ) -> None:
     readable = {i for i in range(count) if data.draw(st.booleans(), label=f"row {i} readable")}
-    whole, stepped = Rows(count), Rows(count)
     with pytest.MonkeyPatch.context() as monkeypatch:
-        expected = filtered(monkeypatch, SEARCHES[search], whole, readable, max_results, steps=False)
-        found = filtered(monkeypatch, SEARCHES[search], stepped, readable, max_results, steps=True)
+        expected, whole = filtered(monkeypatch, SEARCHES[search], count, readable, max_results, steps=False)
+        found, stepped = filtered(monkeypatch, SEARCHES[search], count, readable, max_results, steps=True)
     assert found == expected
-    assert all(asked == max_results for asked in whole.asked)
-    assert stepped.asked == [min(max_results, 4**n) for n in range(len(stepped.asked))]
+    assert all(asked == max_results for asked in whole)
+    steps = [min(max_results, REFETCH_FIRST * REFETCH_GROWTH**n) for n in range(len(stepped))]
+    assert stepped == steps
 
 
 def test_a_caller_missing_one_row_re_queries_one_row(monkeypatch: pytest.MonkeyPatch) -> None:
     """The owner's case: one row of the first page is not theirs. MLflow reads another whole page."""
-    whole, stepped = Rows(300), Rows(300)
     readable = set(range(300)) - {7}
-    expected = filtered(monkeypatch, SEARCHES["registered models"], whole, readable, 100, steps=False)
-    found = filtered(monkeypatch, SEARCHES["registered models"], stepped, readable, 100, steps=True)
+    expected, whole = filtered(monkeypatch, SEARCHES["registered models"], 300, readable, 100, steps=False)
+    found, stepped = filtered(monkeypatch, SEARCHES["registered models"], 300, readable, 100, steps=True)
     assert found == expected and len(found["registered_models"]) == 100
-    assert whole.asked == [100] and stepped.asked == [1]
+    assert whole == [100] and stepped == [1]
 
 
 def test_only_the_filter_of_the_same_search_reads_in_steps() -> None:
@@ -172,6 +177,6 @@ def test_only_the_filter_of_the_same_search_reads_in_steps() -> None:
         seen.append(scoped_search.in_steps(EXPERIMENTS, asked))
 
     refetching(mlflows_filter)(None)
-    assert [found["max_results"] for found in seen] == [1, 4, 16, 64, 100, 100]
+    assert [found["max_results"] for found in seen] == [1, 4, 16, 64, 100, 100]  # the last: experiments
     assert all(found["filter_string"] == asked["filter_string"] for found in seen)
     assert scoped_search.in_steps(REGISTERED_MODELS, asked) is asked  # and after it

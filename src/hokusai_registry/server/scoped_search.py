@@ -28,9 +28,12 @@ as it is missing, moves the token by those, and repeats while rows are missing. 
 nearly everything (the unscoped way) misses one or two rows, and paid for a second full page: 10.5
 ms of an owner's page of 100 on PostgreSQL, where a re-query of one row takes 5.5 ms
 (docs/benchmarks.md, run 18). Inside the filter its re-queries read 1, 4, 16... rows
-(``REFETCH_FIRST``, ``REFETCH_GROWTH``), capped at the page. A re-query that reads fewer rows than
-are missing keeps them all, and the next continues after them; one that reads more keeps the missing
-count. So the filter looks at the same rows in the same order, and stops at the same row.
+(``REFETCH_FIRST``, ``REFETCH_GROWTH``), capped at the page. A re-query that reads no more rows
+than are missing keeps them all, and the next continues after them; one that reads more keeps the
+missing count. So the filter looks at the same rows in the same order, and stops at the same row (as
+MLflow's own re-queries, each reads the table as it is then: rows written during the request can
+shift the offsets of either). The cost: a caller who misses many rows of a page pays up to
+log4(page size) more queries, each at the page's offset.
 """
 
 from __future__ import annotations
@@ -139,11 +142,11 @@ class Refetching:
     """MLflow's filter of one search is running: its store queries are its re-queries."""
 
     kind: Kind
-    done: int = 0
+    steps_taken: int = 0
 
     def step(self, max_results: int) -> int:
-        rows = min(max_results, REFETCH_FIRST * int(REFETCH_GROWTH**self.done))
-        self.done += 1
+        rows: int = min(max_results, REFETCH_FIRST * REFETCH_GROWTH**self.steps_taken)
+        self.steps_taken += 1
         return rows
 
 
